@@ -1,0 +1,265 @@
+"""The request pipeline shared by every role (the seed's steps 2 and 3).
+
+For each request that arrives: match it to a server transaction (RFC 3261
+§17.2.3) so that a retransmission is answered from the transaction, find the
+user's address of record, ask the `IAssignmentResolver` for the home server,
+ask the `IRoutingPolicy` what to do, and carry the decision out: a 3xx
+redirect, a forward to the home server, a local handler, or a rejection.
+Failures of any of these become SIP responses here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from homeredirect.director.decision import Decision, Local, Proxy, Redirect, Reject
+from homeredirect.director.interfaces import IRoutingPolicy
+from homeredirect.director.responses import ResponseFactory
+from homeredirect.director.stateless_proxy import StatelessProxy
+from homeredirect.director.targets import Target
+from homeredirect.resolve.errors import DirectoryUnavailable
+from homeredirect.resolve.interfaces import AddressOfRecord, Assignment, IAssignmentResolver
+from homeredirect.sip.errors import SipParseError
+from homeredirect.sip.headers import split_list
+from homeredirect.sip.message import Message, Request, Response
+from homeredirect.sip.parser import MessageRejected
+from homeredirect.sip.serialize import serialize
+from homeredirect.sip.uri import SipUri, unescape
+from homeredirect.transaction.server import ServerTransaction, ServerTransactionTable
+from homeredirect.transport.flows import FlowClosed, IFlow, annotate_via, reply_address
+
+log = Logger()
+
+ALLOWED_METHODS = "REGISTER, OPTIONS, ACK, CANCEL"
+
+
+@frozen
+class DirectorSettings:
+    """The parts of the configuration that the pipeline reads on every request."""
+
+    domains: frozenset[str]
+    unknown_domain_status: int = 404
+    retry_after: int = 30
+    redirect_status: int = 301
+    redirect_reason: str = "Redirect request to Home Server"
+
+
+class DirectorCore:
+    """Turns parsed messages into decisions and responses; owns no sockets."""
+
+    def __init__(
+        self,
+        *,
+        settings: DirectorSettings,
+        resolver: IAssignmentResolver,
+        policy: IRoutingPolicy,
+        transactions: ServerTransactionTable,
+        responses: ResponseFactory,
+        proxy: StatelessProxy,
+        targets: Callable[[str], tuple[Target, Target | None]],
+        clock: IReactorTime,
+        local_handler: Callable[[Request, ServerTransaction], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._resolver = resolver
+        self._policy = policy
+        self._transactions = transactions
+        self._responses = responses
+        self._proxy = proxy
+        self._targets = targets
+        self._clock = clock
+        self._local_handler = local_handler
+        self._redirect_contacts: dict[str, tuple[tuple[str, str], ...]] = {}
+
+    # -- entry points called by the transport protocols -------------------
+
+    def message_received(self, message: Message, flow: IFlow) -> None:
+        if isinstance(message, Response):
+            self._proxy.relay_response(message)
+            return
+        if self._transactions.absorb(message):
+            return
+        if message.method == "ACK":
+            # An ACK matching no transaction acknowledges a 2xx that we did not
+            # send (RFC 3261 §17.2.3); there is nothing for a director to do.
+            return
+        self._request_received(message, flow)
+
+    def message_rejected(self, event: MessageRejected, flow: IFlow) -> None:
+        """Answer a malformed request with the status its error names (400, 505
+        or 513); drop a malformed response (RFC 3261 §18.1.2) or an ACK."""
+        log.info(
+            "rejected malformed {kind} from {remote}: {reason}",
+            kind="request" if event.is_request else "message",
+            remote=flow.remote,
+            reason=event.error.reason,
+            status=event.error.status,
+        )
+        if not event.is_request or event.method == "ACK" or "Via" not in event.headers:
+            return
+        response = self._responses.response_to_headers(
+            event.headers, event.error.status, _reason_phrase(event.error)
+        )
+        destination = None if flow.reliable else flow.remote
+        try:
+            flow.send(serialize(response), destination)
+        except FlowClosed:
+            pass
+
+    # -- the pipeline -------------------------------------------------------
+
+    def _request_received(self, request: Request, flow: IFlow) -> None:
+        received_at = self._clock.seconds()
+        first_line = split_list(request.headers.get_all("Via")[0])
+        top_via = annotate_via(first_line[0], request.vias[0], flow.remote)
+        destination = None if flow.reliable else reply_address(request.vias[0], flow.remote, flow.transport)
+
+        def send(data: bytes) -> None:
+            flow.send(data, destination)
+
+        transaction = self._transactions.create(request, send, flow.reliable)
+        context = _RequestContext(request, transaction, top_via, received_at, flow)
+        method = request.method
+        if method == "REGISTER":
+            self._register(context)
+        elif method == "OPTIONS":
+            self._respond(context, 200, extra=(("Allow", ALLOWED_METHODS), ("Accept", "application/sdp")))
+        elif method == "CANCEL":
+            self._respond(context, 481)
+        else:
+            self._respond(context, 405, extra=(("Allow", ALLOWED_METHODS),))
+
+    def _register(self, context: _RequestContext) -> None:
+        request = context.request
+        if not isinstance(request.uri, SipUri):
+            self._respond(context, 416)
+            return
+        to_uri = request.to_addr.uri
+        if not isinstance(to_uri, SipUri) or not to_uri.user:
+            self._respond(context, 404, "Not a SIP address of record")
+            return
+        if to_uri.host not in self._settings.domains:
+            self._respond(context, self._settings.unknown_domain_status, "Domain not served here")
+            return
+        try:
+            aor = AddressOfRecord(unescape(to_uri.user), to_uri.host)
+        except ValueError:
+            self._respond(context, 404, "Not a SIP address of record")
+            return
+        try:
+            deferred: Deferred[Assignment | None] = self._resolver.resolve(aor)
+        except Exception:
+            deferred = Deferred.fromFailure(Failure())
+        deferred.addCallbacks(self._assigned, self._resolve_failed, (context, aor), None, (context, aor))
+
+    def _assigned(self, assignment: Assignment | None, context: _RequestContext, aor: AddressOfRecord) -> None:
+        if assignment is None:
+            self._respond(context, 404)
+            self._log_decision(context, aor, "unknown", None)
+            return
+        try:
+            decision: Decision = self._policy.decide(context.request, assignment)
+        except Exception:
+            log.failure("policy {policy} failed for {aor}", policy=self._policy.name, aor=str(aor))
+            self._respond(context, 500, "Routing policy failed")
+            return
+        self._carry_out(decision, context, aor)
+
+    def _resolve_failed(self, failure: Failure, context: _RequestContext, aor: AddressOfRecord) -> None:
+        if failure.check(DirectoryUnavailable):
+            log.warn("directory unavailable for {aor}: {reason}", aor=str(aor), reason=str(failure.value))
+        else:
+            log.failure("resolver failed for {aor}", failure, aor=str(aor))
+        self._respond(
+            context, 503, "Directory unavailable", extra=(("Retry-After", str(self._settings.retry_after)),)
+        )
+        self._log_decision(context, aor, "unavailable", None)
+
+    def _carry_out(self, decision: Decision, context: _RequestContext, aor: AddressOfRecord) -> None:
+        if isinstance(decision, Redirect):
+            settings = self._settings
+            self._respond(
+                context,
+                settings.redirect_status,
+                settings.redirect_reason,
+                extra=self._contacts_for(decision.home_server),
+            )
+            self._log_decision(context, aor, "redirect", decision.home_server)
+        elif isinstance(decision, Proxy):
+            target, _ = self._targets(decision.home_server)
+            error = self._proxy.forward(context.request, context.top_via, target)
+            if error is not None:
+                self._respond(context, error[0], error[1])
+            self._log_decision(context, aor, "proxy", decision.home_server)
+        elif isinstance(decision, Local):
+            if self._local_handler is None:
+                log.warn("{aor} is assigned to this server, which has no registrar", aor=str(aor))
+                self._respond(context, 500, "No registrar on this server")
+            else:
+                self._local_handler(context.request, context.transaction)
+            self._log_decision(context, aor, "local", None)
+        elif isinstance(decision, Reject):
+            self._respond(context, decision.status, decision.reason)
+            self._log_decision(context, aor, "reject", None)
+
+    def _contacts_for(self, home_server: str) -> tuple[tuple[str, str], ...]:
+        """Contact headers of a redirect: the home server at q=0.7 and its backup
+        at q=0.3, as a Lync Director sends them (Microsoft clients use the first)."""
+        contacts = self._redirect_contacts.get(home_server)
+        if contacts is None:
+            primary, backup = self._targets(home_server)
+            contacts = (("Contact", f"<{primary.contact_uri()}>;q=0.7"),)
+            if backup is not None:
+                contacts += (("Contact", f"<{backup.contact_uri()}>;q=0.3"),)
+            if len(self._redirect_contacts) < 10_000:
+                self._redirect_contacts[home_server] = contacts
+        return contacts
+
+    def _respond(
+        self,
+        context: _RequestContext,
+        status: int,
+        reason: str | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        response = self._responses.response(context.request, status, reason, extra, context.top_via)
+        context.transaction.respond(response)
+
+    def _log_decision(self, context: _RequestContext, aor: AddressOfRecord, decision: str, target: str | None) -> None:
+        log.info(
+            "{decision} {aor} -> {target}",
+            aor=str(aor),
+            decision=decision,
+            target=target or "-",
+            transport=context.flow.transport,
+            remote=context.flow.remote,
+            policy=self._policy.name,
+            latency_ms=round((self._clock.seconds() - context.received_at) * 1000, 3),
+        )
+
+
+class _RequestContext:
+    __slots__ = ("flow", "received_at", "request", "top_via", "transaction")
+
+    def __init__(
+        self, request: Request, transaction: ServerTransaction, top_via: str, received_at: float, flow: IFlow
+    ) -> None:
+        self.request = request
+        self.transaction = transaction
+        self.top_via = top_via
+        self.received_at = received_at
+        self.flow = flow
+
+
+def _reason_phrase(error: SipParseError) -> str:
+    """A reason phrase naming the fault (RFC 3261 §21.4.1 lets it say why)."""
+    text = "".join(c if c.isprintable() else "?" for c in error.reason)
+    return text[:120]
+
+

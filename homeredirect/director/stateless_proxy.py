@@ -1,0 +1,111 @@
+"""Stateless forwarding of requests to home servers (RFC 3261 §16.11).
+
+A stateless proxy keeps nothing between a request and its responses: the
+branch of the Via it adds is a hash of the request's identifying fields, so a
+retransmitted request is forwarded with the same branch, and a response is
+relayed back by popping our Via and following the next one (§16.11, §18.2.2).
+Loop detection (§16.3 step 4) compares that hash with the branches of any Via
+of ours already in the request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from twisted.logger import Logger
+
+from homeredirect.director.targets import Target
+from homeredirect.sip.headers import split_list
+from homeredirect.sip.message import Headers, Request, Response
+from homeredirect.sip.serialize import serialize
+from homeredirect.transport.flows import response_destination
+from homeredirect.transport.interfaces import ISipNetwork
+
+log = Logger()
+
+MAGIC_COOKIE = "z9hG4bK"
+DEFAULT_MAX_FORWARDS = 70
+
+
+class StatelessProxy:
+    def __init__(self, network: ISipNetwork, secret: bytes) -> None:
+        self._network = network
+        self._secret = secret
+
+    def branch_for(self, request: Request, top_via: str) -> str:
+        """§16.11: a branch that is the same for retransmissions of *request*
+        and differs for every other request (and for each spiral)."""
+        digest = hashlib.blake2b(key=self._secret, digest_size=12)
+        for part in (
+            request.to_addr.tag or "",
+            request.from_addr.tag or "",
+            request.call_id,
+            str(request.uri),
+            top_via,
+            str(request.cseq.number),
+            request.method,
+        ):
+            digest.update(part.encode("utf-8", "surrogateescape"))
+            digest.update(b"\x00")
+        return MAGIC_COOKIE + "-hr-" + digest.hexdigest()
+
+    def forward(self, request: Request, top_via: str, target: Target) -> tuple[int, str] | None:
+        """Forward *request* to *target*; return (status, reason) if it must be
+        refused instead (483 Too Many Hops, 482 Loop Detected, 502)."""
+        max_forwards = request.max_forwards
+        if max_forwards == 0:
+            return 483, "Too Many Hops"
+        transport = target.transport.upper()
+        try:
+            host, port = self._network.local_via(transport)
+        except LookupError:
+            log.warn("no {transport} listener to forward to {target}", transport=transport, target=target.fqdn)
+            return 502, f"No {transport} transport to the home server"
+        branch = self.branch_for(request, top_via)
+        for via in request.vias:
+            if via.branch == branch and self._network.is_local(via.host, via.port):
+                return 482, "Loop Detected"
+        own_via = f"SIP/2.0/{transport} {_hostport(host, port)};branch={branch};rport"
+        rebuilt: list[tuple[str, str]] = []
+        seen_via = False
+        for name, value in request.headers:
+            if name == "Via" and not seen_via:
+                seen_via = True
+                first_line = split_list(value)
+                first_line[0] = top_via
+                rebuilt += [("Via", own_via), ("Via", ", ".join(first_line))]
+            elif name != "Max-Forwards":
+                rebuilt.append((name, value))
+        rebuilt.append(("Max-Forwards", str(DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards - 1)))
+        forwarded = Request(request.method, request.uri, Headers._trusted_copy(tuple(rebuilt)), request.body)
+        self._network.send(transport, (target.host, target.port), serialize(forwarded), target.fqdn)
+        return None
+
+    def relay_response(self, response: Response) -> None:
+        """Send a response back along the Via path (§16.11, §16.7 step 9)."""
+        vias = response.vias
+        top = vias[0]
+        if not self._network.is_local(top.host, top.port) or len(vias) < 2:
+            log.info(
+                "dropped a response whose top Via {via} is not ours",
+                via=str(top),
+                status=response.status,
+            )
+            return
+        fields = list(response.headers)
+        for index, (name, value) in enumerate(fields):
+            if name == "Via":
+                rest = split_list(value)[1:]
+                if rest:
+                    fields[index] = ("Via", ", ".join(rest))
+                else:
+                    del fields[index]
+                break
+        relayed = Response(response.status, response.reason, Headers._trusted_copy(tuple(fields)), response.body)
+        following = vias[1]
+        destination = response_destination(following, (following.host, following.port or 5060), following.transport)
+        self._network.send(following.transport, destination, serialize(relayed))
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,79 @@
+"""The assignment-lookup extension point: which home server a user belongs to.
+
+Backends (a file, LDAP, SQL, Redis) provide `IAssignmentResolver`; the director only sees
+`AddressOfRecord` in and `Assignment` out, both validated when built (STYLE b.4).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from attrs import Attribute, field, frozen
+from twisted.internet.defer import Deferred
+from zope.interface import Interface
+
+from homeredirect.hostnames import normalize_hostname, normalize_uri_host
+
+__all__ = ["AddressOfRecord", "Assignment", "IAssignmentResolver"]
+
+# A user part as found in a SIP URI's userinfo: no whitespace or control characters, no "@",
+# and no ":" (which would start a password, RFC 3261 §19.1.1). Kept loose on purpose: the
+# parser has already checked the grammar, and an AOR only has to be a reliable lookup key.
+_USER = re.compile(r"[^\s@:\x00-\x1f\x7f]+")
+_AOR = re.compile(r"(?:[Ss][Ii][Pp][Ss]?:)?([^\s@:\x00-\x1f\x7f<>\"]+)@([^\s@<>\"]+)")
+
+
+def _check_user(instance: object, attribute: Attribute[Any], value: str) -> None:
+    if not isinstance(value, str) or _USER.fullmatch(value) is None:
+        raise ValueError(f"not a SIP user part: {value!r}")
+
+
+@frozen
+class AddressOfRecord:
+    """A user's SIP identity, `user@host`, as a lookup key (RFC 3261 §10.3 step 5).
+
+    The host is lowercased (hosts compare case-insensitively) but the user is kept as
+    written, because RFC 3261 §19.1.4 compares userinfo case-sensitively: `Alice` and
+    `alice` are different users. `str()` gives `user@host`, without scheme, which is also
+    the key assignment backends store.
+    """
+
+    user: str = field(validator=_check_user)
+    host: str = field(converter=normalize_uri_host)
+
+    @classmethod
+    def parse(cls, text: str) -> AddressOfRecord:
+        """Parse `sip:alice@example.com`, `sips:alice@example.com` or `alice@example.com`.
+
+        Raise `ValueError` for an empty user or host, whitespace, or a malformed host.
+        """
+        match = _AOR.fullmatch(text)
+        if match is None:
+            raise ValueError(f"not a SIP address of record (user@host): {text!r}")
+        return cls(user=match[1], host=match[2])
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}"
+
+
+@frozen
+class Assignment:
+    """The home server a user is assigned to, by FQDN (lowercased, checked as a hostname).
+
+    How to reach it (address, port, transport, backup) is configuration, not assignment
+    data: see `homeredirect.config.schema.Config.home_server`.
+    """
+
+    home_server: str = field(converter=normalize_hostname)
+
+
+class IAssignmentResolver(Interface):
+    """Looks up which home server a user is assigned to."""
+
+    def resolve(aor: AddressOfRecord) -> Deferred[Assignment | None]:
+        """Fire with the user's assignment, or None for a user the directory does not know.
+
+        Fail with `DirectoryUnavailable` when the backend cannot answer, which the director
+        turns into 503 with Retry-After, never into "unknown user".
+        """

@@ -1,0 +1,217 @@
+"""`makeService(config)`: the whole server as one `IService` (the embedding API).
+
+The tree (STYLE b.8): a MultiService holding the thread pool for blocking
+work, one `ListenerService` per `[[listen]]` entry, and the transaction
+table's timers; `reload()` re-reads certificates and the assignment file
+without dropping traffic (the twistd plugin calls it on SIGHUP).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.threadpool import ThreadPool
+
+from homeredirect.config.schema import Config, ListenerConfig
+from homeredirect.director.core import DirectorCore, DirectorSettings
+from homeredirect.director.interfaces import IRoutingPolicy, PolicyContext
+from homeredirect.director.policy import load_policy
+from homeredirect.director.responses import ResponseFactory
+from homeredirect.director.stateless_proxy import StatelessProxy
+from homeredirect.director.targets import HomeServerTargets
+from homeredirect.resolve.file_source import FileAssignmentResolver
+from homeredirect.transaction.server import ServerTransactionTable
+from homeredirect.transport.listeners import Address, ListenerService
+from homeredirect.transport.network import SipNetwork
+from homeredirect.transport.stream import ConnectionRegistry, SipStreamFactory
+from homeredirect.transport.tls import ReloadableServerContext, TlsFiles
+from homeredirect.transport.udp import SipDatagramProtocol
+
+log = Logger()
+
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+class ThreadPoolService(Service):
+    """Owns a bounded thread pool for blocking work (file reads; later LDAP, SQL, GSSAPI)."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        self.pool.start()
+        super().startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class _TransactionTimers(Service):
+    def __init__(self, table: ServerTransactionTable) -> None:
+        self._table = table
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._table.stop()
+
+
+class HomeRedirectService(MultiService):
+    """The running server; its children are listed in the module docstring."""
+
+    def __init__(self, config: Config, core: DirectorCore, resolver: FileAssignmentResolver) -> None:
+        super().__init__()
+        self.config = config
+        self.core = core
+        self.resolver = resolver
+        self.listeners: list[ListenerService] = []
+        self.tls_contexts: list[ReloadableServerContext] = []
+
+    def reload(self) -> Deferred[Any]:
+        """Reload TLS certificates and the assignment file; established connections stay."""
+        log.info("reloading certificates and assignments")
+        for context in self.tls_contexts:
+            context.reload()
+        if self.running:
+            return self.resolver.reload()
+        return succeed(None)
+
+    def listener(self, transport: str, index: int = 0) -> ListenerService:
+        """The *index*-th running listener of *transport* ("udp", "tcp", "tls")."""
+        matching = [s for s in self.listeners if s.description.startswith(transport + " ")]
+        return matching[index]
+
+
+def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
+    """Build the server for *config*. Start-up work that may fail (loading the
+    assignment file, the policy, certificates) happens here, so that a bad
+    configuration is reported before anything listens."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    pool = ThreadPool(minthreads=0, maxthreads=4, name="homeredirect")
+    assert config.assignments is not None
+    resolver = FileAssignmentResolver(config.assignments.path, reactor=reactor, threadpool=pool)
+    resolver.load()
+    policy: IRoutingPolicy = load_policy(
+        config.policy.name, PolicyContext(fqdn=config.server.fqdn, role=str(config.server.role))
+    )
+    transactions = ServerTransactionTable(reactor)
+    registry = ConnectionRegistry()
+    network = SipNetwork(reactor, registry, _client_tls_factory(config))
+    core = DirectorCore(
+        settings=DirectorSettings(
+            domains=frozenset(config.server.domains),
+            unknown_domain_status=config.server.unknown_domain_status,
+            retry_after=config.server.retry_after,
+            redirect_status=config.policy.redirect_status,
+            redirect_reason=config.policy.redirect_reason,
+        ),
+        resolver=resolver,
+        policy=policy,
+        transactions=transactions,
+        responses=ResponseFactory(config.server.user_agent, lambda: secrets.token_hex(6)),
+        proxy=StatelessProxy(network, os.urandom(16)),
+        targets=HomeServerTargets(config),
+        clock=reactor,
+    )
+    top = HomeRedirectService(config, core, resolver)
+    ThreadPoolService(pool).setServiceParent(top)
+    _TransactionTimers(transactions).setServiceParent(top)
+    for listener in config.listeners:
+        service = _listener_service(listener, config, core, network, registry, reactor, top)
+        service.setServiceParent(top)
+        top.listeners.append(service)
+    return top
+
+
+def _advertised(listener: ListenerConfig, bound: Address, fqdn: str) -> Address:
+    """What our Vias say for a listener: its host unless it is a wildcard, then our FQDN."""
+    host = listener.host if listener.host not in _WILDCARDS else fqdn
+    return host, bound[1]
+
+
+def _listener_service(
+    listener: ListenerConfig,
+    config: Config,
+    core: DirectorCore,
+    network: SipNetwork,
+    registry: ConnectionRegistry,
+    reactor: Any,
+    top: HomeRedirectService,
+) -> ListenerService:
+    limits = config.limits
+    transport = str(listener.transport).upper()
+    description = f"{listener.transport} {listener.host}:{listener.port}"
+
+    if transport == "UDP":
+        protocol = SipDatagramProtocol(
+            core,
+            (listener.host, listener.port),
+            limits.max_message_size,
+            limits.udp_receive_buffer,
+            limits.udp_send_buffer,
+        )
+
+        def bound_udp(address: Address) -> None:
+            protocol.advertised = _advertised(listener, address, config.server.fqdn)
+            network.add_listener("UDP", protocol.advertised, address)
+            network.add_datagram_protocol(protocol, address[0])
+
+        return ListenerService(
+            description, lambda: reactor.listenUDP(listener.port, protocol, interface=listener.host), bound_udp
+        )
+
+    factory = SipStreamFactory(
+        sink=core,
+        transport_name=transport,
+        advertised=(listener.host, listener.port),
+        registry=registry,
+        max_message_size=limits.max_message_size,
+        max_connections=limits.max_connections,
+        idle_timeout=limits.idle_timeout,
+        clock=reactor,
+    )
+    serving: Any = factory
+    if transport == "TLS":
+        assert listener.certificate is not None and listener.private_key is not None
+        context = ReloadableServerContext(
+            TlsFiles(listener.certificate, listener.private_key, listener.ca, listener.request_client_certificate)
+        )
+        top.tls_contexts.append(context)
+        serving = TLSMemoryBIOFactory(context, False, factory)
+
+    def bound_stream(address: Address) -> None:
+        factory.advertised = _advertised(listener, address, config.server.fqdn)
+        network.add_listener(transport, factory.advertised, address)
+        network.add_stream_factory(transport, factory)
+
+    return ListenerService(
+        description,
+        lambda: reactor.listenTCP(listener.port, serving, backlog=1024, interface=listener.host),
+        bound_stream,
+    )
+
+
+def _client_tls_factory(config: Config) -> Callable[[str], IOpenSSLClientConnectionCreator]:
+    """How we verify home servers we connect to over TLS: against the first
+    configured CA, else the platform's trust store, by FQDN (RFC 5922 §7.2)."""
+    cas = [listener.ca for listener in config.listeners if listener.ca is not None]
+    trust = Certificate.loadPEM(cas[0].read_bytes()) if cas else platformTrust()
+
+    def creator(server_name: str) -> IOpenSSLClientConnectionCreator:
+        return optionsForClientTLS(server_name, trustRoot=trust)  # type: ignore[no-any-return]
+
+    return creator
+
+

@@ -1,0 +1,316 @@
+"""The sans-IO SIP reader: bytes in, events out (RFC 3261 §7, §18.3).
+
+Nothing here touches a socket or the reactor.  `parse_datagram` reads one UDP
+datagram; `StreamParser` frames a TCP/TLS byte stream by Content-Length and
+answers RFC 5626 §3.5.1 keep-alive pings.  Every outcome is an event:
+
+- `MessageReceived`: a well-formed request or response;
+- `MessageRejected`: a malformed message, with what could be read of its header
+  fields so that a request can still be answered with 400/505/513
+  (RFC 3261 §8.2, §21.4.1), and whether the stream can no longer be framed;
+- `KeepAlivePing`: a double CRLF on a stream, to be answered with a single CRLF.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Union
+
+from attrs import frozen
+
+from homeredirect.sip.errors import MessageTooLarge, SipParseError, VersionNotSupported
+from homeredirect.sip.headers import CANONICAL_NAMES, TOKEN_RE
+from homeredirect.sip.message import Headers, Message, Request, Response
+from homeredirect.sip.uri import parse_uri
+
+DEFAULT_MAX_MESSAGE_SIZE = 65_536
+
+_VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)", re.I)
+_STATUS_RE = re.compile(r"\d{3}")
+_SINGLETON_HEADERS = ("call-id", "cseq", "from", "to", "max-forwards", "content-length")
+
+
+@frozen
+class MessageReceived:
+    message: Message
+
+
+@frozen
+class MessageRejected:
+    """A message that could not be read.
+
+    *headers* holds what was readable of the header fields (possibly empty);
+    *is_request* is False for responses and for bytes with no start line we
+    recognise.  *fatal* means the stream lost its framing and must be closed
+    after any answer.
+    """
+
+    error: SipParseError
+    headers: Headers
+    is_request: bool
+    method: str | None = None
+    fatal: bool = False
+
+
+@frozen
+class KeepAlivePing:
+    """RFC 5626 §3.5.1: a CRLFCRLF ping on a stream, answered by a CRLF pong."""
+
+
+Event = Union[MessageReceived, MessageRejected, KeepAlivePing]
+
+
+def _check_version(version: str) -> None:
+    match = _VERSION_RE.fullmatch(version)
+    if match is None:
+        raise SipParseError(f"bad SIP-Version {version!r}")
+    if (int(match.group(1)), int(match.group(2))) != (2, 0):
+        raise VersionNotSupported(f"SIP-Version {version} not supported")
+
+
+class _Head:
+    """The start line and header fields of one message, read but not yet validated."""
+
+    __slots__ = ("body_offset", "content_length", "error", "headers", "is_request", "method", "start")
+
+    def __init__(self) -> None:
+        self.start = ""
+        self.is_request = False
+        self.method: str | None = None
+        self.headers = Headers()
+        self.content_length: int | None = None
+        self.body_offset = 0
+        self.error: SipParseError | None = None
+
+
+_HEADER_LINE_RE = re.compile(
+    r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)\r\n"
+)
+_FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
+
+
+def _name_table() -> dict[str, tuple[str, str]]:
+    """Header name as commonly spelt on the wire -> (canonical name, index key)."""
+    table: dict[str, tuple[str, str]] = {}
+    for lowered, canonical in CANONICAL_NAMES.items():
+        entry = (canonical, canonical.lower())
+        for spelling in (lowered, lowered.upper(), canonical, lowered.title()):
+            table[spelling] = entry
+    return table
+
+
+_NAMES = _name_table()
+_TRAILING_LWS = (" ", "\t")
+
+
+def _entry_for(name: str) -> tuple[str, str]:
+    canonical = CANONICAL_NAMES.get(name.lower(), name)
+    return canonical, canonical.lower()
+
+
+def _read_head(data: bytes, head_end: int) -> _Head:
+    """Read start line and header fields of ``data[:head_end]`` (RFC 3261 §7.3).
+
+    Errors in individual fields are recorded in ``head.error`` rather than raised,
+    so the caller still gets the readable fields to answer with.
+    """
+    head = _Head()
+    head.body_offset = head_end + 4
+    text = data[:head_end].decode("utf-8", "surrogateescape")
+    first_end = text.find("\r\n")
+    if first_end < 0:
+        head.start, block = text, ""
+    else:
+        head.start, block = text[:first_end], text[first_end + 2 :] + "\r\n"
+    start = head.start
+    if start.endswith(" SIP/2.0") or (start[:4].upper() != "SIP/" and " SIP/" in start.upper()):
+        head.is_request = True
+        head.method = start.split(" ", 1)[0]
+    if "\r\n " in block or "\r\n\t" in block:
+        block = _FOLD_RE.sub(" ", block)
+    pairs = _HEADER_LINE_RE.findall(block)
+    if len(pairs) != block.count("\r\n") or "\r" in block.replace("\r\n", "\n"):
+        head.error = SipParseError(f"bad header line {_first_bad_line(block)!r}")
+    fields: list[tuple[str, str]] = []
+    index: dict[str, list[str]] = {}
+    names = _NAMES
+    for name, value in pairs:
+        entry = names.get(name) or _entry_for(name)
+        if value[-1:] in _TRAILING_LWS:
+            value = value.rstrip(" \t")
+        fields.append((entry[0], value))
+        key = entry[1]
+        if key in index:
+            index[key].append(value)
+        else:
+            index[key] = [value]
+    head.headers = Headers._trusted(tuple(fields), index)
+    lengths = index.get("content-length")
+    if lengths is not None:
+        if len(lengths) > 1:
+            head.error = head.error or SipParseError("more than one Content-Length header")
+        else:
+            value = lengths[0]
+            if value.isdigit() and value.isascii():
+                head.content_length = int(value)
+            else:
+                head.error = head.error or SipParseError(f"bad Content-Length {value!r}")
+    return head
+
+
+def _first_bad_line(block: str) -> str:
+    for line in block.split("\r\n"):
+        if line and not _HEADER_LINE_RE.fullmatch(line + "\r\n"):
+            return line[:60]
+    return block[:60]
+
+
+def _build(head: _Head, body: bytes) -> Message:
+    """Validate *head* into a Request or Response, raising SipParseError."""
+    if head.error is not None:
+        raise head.error
+    headers = head.headers
+    index = headers._index
+    for name in _SINGLETON_HEADERS:
+        values = index.get(name)
+        if values is not None and len(values) > 1:
+            raise SipParseError(f"more than one {CANONICAL_NAMES[name]} header")
+    message: Message
+    start = head.start
+    if head.is_request:
+        parts = start.split(" ")
+        if len(parts) != 3:
+            raise SipParseError("bad Request-Line: expected METHOD SP Request-URI SP SIP-Version")
+        method, uri_text, version = parts
+        if not TOKEN_RE.fullmatch(method):
+            raise SipParseError(f"bad method {method!r}")
+        _check_version(version)
+        message = Request(method, parse_uri(uri_text), headers, body, version)
+        cseq = message.cseq
+        if cseq.method != method:
+            raise SipParseError(f"CSeq method {cseq.method} does not match {method}")
+        message.max_forwards  # noqa: B018 - validates the field
+    else:
+        version, _, rest = start.partition(" ")
+        if not version.upper().startswith("SIP/"):
+            raise SipParseError("bad start line: neither a Request-Line nor a Status-Line")
+        _check_version(version)
+        status_text, _, reason = rest.partition(" ")
+        if not _STATUS_RE.fullmatch(status_text) or not 100 <= int(status_text) <= 699:
+            raise SipParseError(f"bad status code {status_text!r}")
+        message = Response(int(status_text), reason, headers, body, version)
+        message.cseq  # noqa: B018
+    message.vias  # noqa: B018 - each access validates and caches the field
+    message.from_addr  # noqa: B018
+    message.to_addr  # noqa: B018
+    message.call_id  # noqa: B018
+    return message
+
+
+def _rejected(head: _Head, error: SipParseError, fatal: bool = False) -> MessageRejected:
+    return MessageRejected(error, head.headers, head.is_request, head.method, fatal)
+
+
+def parse_datagram(data: bytes, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Event | None:
+    """Read one UDP datagram (RFC 3261 §18.3).
+
+    Returns None for a datagram that carries no message at all (CRLF keep-alives).
+    Bytes beyond Content-Length are discarded; a body shorter than Content-Length
+    is an error.
+    """
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    if start:
+        data = data[start:]
+    if not data:
+        return None
+    head_end = data.find(b"\r\n\r\n")
+    if head_end < 0:
+        head = _read_head(data, len(data.rstrip(b"\r\n")))
+        return _rejected(head, SipParseError("no empty line after the header fields"))
+    head = _read_head(data, head_end)
+    if len(data) > max_message_size:
+        return _rejected(head, MessageTooLarge(f"message larger than {max_message_size} bytes"))
+    body_start = head.body_offset
+    if head.content_length is None:
+        body = data[body_start:]
+    else:
+        end = body_start + head.content_length
+        if end > len(data):
+            return _rejected(head, SipParseError("Content-Length larger than the message body"))
+        body = data[body_start:end]
+    try:
+        return MessageReceived(_build(head, body))
+    except SipParseError as error:
+        return _rejected(head, error)
+
+
+class StreamParser:
+    """Frame SIP messages on a TCP or TLS stream by Content-Length (RFC 3261 §18.3).
+
+    ``feed(data)`` returns the events completed by *data*.  After a fatal
+    `MessageRejected` the stream cannot be framed any more and the parser
+    returns nothing further; the connection should be closed.
+    """
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self._buffer = bytearray()
+        self._max = max_message_size
+        self._head: _Head | None = None
+        self._broken = False
+
+    def feed(self, data: bytes) -> list[Event]:
+        if self._broken:
+            return []
+        self._buffer += data
+        events: list[Event] = []
+        while True:
+            event = self._next_event()
+            if event is None:
+                return events
+            events.append(event)
+            if isinstance(event, MessageRejected) and event.fatal:
+                self._broken = True
+                self._buffer.clear()
+                return events
+
+    def _next_event(self) -> Event | None:
+        buffer = self._buffer
+        if self._head is None:
+            # RFC 3261 §7.5: CRLFs before a start line are ignored; RFC 5626 §3.5.1:
+            # a CRLFCRLF between messages is a keep-alive ping.
+            if buffer.startswith(b"\r\n\r\n"):
+                del buffer[:4]
+                return KeepAlivePing()
+            if buffer.startswith(b"\r\n"):
+                if len(buffer) < 4 and b"\r\n\r\n".startswith(bytes(buffer)):
+                    return None
+                del buffer[:2]
+                return self._next_event()
+            head_end = buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                if len(buffer) > self._max:
+                    head = _read_head(bytes(buffer[: self._max]), self._max)
+                    return _rejected(head, MessageTooLarge("header fields too large"), fatal=True)
+                return None
+            head = _read_head(bytes(buffer[:head_end]), head_end)
+            if head.content_length is None and head.error is None:
+                head.content_length = 0
+            if head.content_length is None:
+                return _rejected(head, head.error or SipParseError("bad Content-Length"), fatal=True)
+            if head.body_offset + head.content_length > self._max:
+                return _rejected(head, MessageTooLarge(f"message larger than {self._max} bytes"), fatal=True)
+            self._head = head
+        head = self._head
+        assert head.content_length is not None
+        end = head.body_offset + head.content_length
+        if len(buffer) < end:
+            return None
+        body = bytes(buffer[head.body_offset : end])
+        del buffer[:end]
+        self._head = None
+        try:
+            return MessageReceived(_build(head, body))
+        except SipParseError as error:
+            return _rejected(head, error)

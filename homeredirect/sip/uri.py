@@ -1,0 +1,235 @@
+"""SIP, SIPS and tel URIs (RFC 3261 §19.1, §25.1; RFC 3966), parsed once into values.
+
+Components are kept exactly as they appear on the wire (still %-escaped), so
+that a URI we forward or echo is byte-for-byte the one we received; `unescape`
+gives the decoded form where a comparison needs it (RFC 3261 §19.1.4).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Union
+
+from attrs import frozen
+
+from homeredirect.sip.errors import SipParseError
+
+_ESCAPED = r"%[0-9A-Fa-f]{2}"
+_UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
+#: RFC 3261 §25.1 user: unreserved, escaped and user-unreserved characters.
+SIP_USER = rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})+"
+_USER_RE = re.compile(SIP_USER)
+_PASSWORD_RE = re.compile(rf"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*")
+_PARAMCHAR_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})+")
+_HEADERS_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/?:+$=&]|{_ESCAPED})*")
+#: RFC 3261 §25.1 hostname: the top label starts with a letter, so that an
+#: all-numeric name is an IPv4 address and nothing else.
+HOSTNAME = (
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?"
+)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+_HOSTNAME_RE = re.compile(HOSTNAME)
+_IPV4_RE = re.compile(IPV4)
+_DOTTED_DIGITS_RE = re.compile(r"[0-9.]+")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_ABSOLUTE_REST_RE = re.compile(r"[^\s<>\"]+")
+_TEL_RE = re.compile(r"\+?[0-9A-Fa-f*#\-.()pPwW]+")
+_UNESCAPE_RE = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+Params = tuple[tuple[str, Union[str, None]], ...]
+
+
+def unescape(text: str) -> str:
+    """Decode %HH escapes (RFC 3261 §19.1.2) as UTF-8, keeping odd bytes recoverable."""
+    if "%" not in text:
+        return text
+    raw = _UNESCAPE_RE.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8", "surrogateescape"))
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def parse_host(text: str) -> str:
+    """Validate a host (hostname, IPv4address or IPv6reference) and return it lowercased."""
+    if text.startswith("["):
+        if not text.endswith("]"):
+            raise SipParseError(f"unterminated IPv6 reference {text!r}")
+        try:
+            ipaddress.IPv6Address(text[1:-1])
+        except ValueError:
+            raise SipParseError(f"bad IPv6 reference {text!r}") from None
+        return text.lower()
+    if _IPV4_RE.fullmatch(text):
+        return text
+    if _DOTTED_DIGITS_RE.fullmatch(text):
+        raise SipParseError(f"bad IPv4 address {text!r}")
+    if not _HOSTNAME_RE.fullmatch(text):
+        raise SipParseError(f"bad host {text!r}")
+    return text.lower()
+
+
+def split_hostport(text: str) -> tuple[str, int | None]:
+    """Split and validate ``host[:port]`` (RFC 3261 §25.1 hostport)."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise SipParseError(f"unterminated IPv6 reference in {text!r}")
+        host, rest = text[: end + 1], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise SipParseError(f"junk after IPv6 reference in {text!r}")
+        port_text = rest[1:] if rest else None
+    else:
+        host, sep, port_text_ = text.partition(":")
+        port_text = port_text_ if sep else None
+    port: int | None = None
+    if port_text is not None:
+        if not port_text.isdigit() or not port_text.isascii() or not 0 < int(port_text) < 65536:
+            raise SipParseError(f"bad port in {text!r}")
+        port = int(port_text)
+    return parse_host(host), port
+
+
+def _parse_uri_params(text: str) -> Params:
+    params: list[tuple[str, str | None]] = []
+    for item in text.split(";"):
+        name, sep, value = item.partition("=")
+        if not _PARAMCHAR_RE.fullmatch(name) or (sep and not _PARAMCHAR_RE.fullmatch(value)):
+            raise SipParseError(f"bad URI parameter {item!r}")
+        params.append((name, value if sep else None))
+    return tuple(params)
+
+
+def _param_lookup(params: Params, name: str) -> str | None:
+    name = name.lower()
+    for key, value in params:
+        if key.lower() == name:
+            return value if value is not None else ""
+    return None
+
+
+@frozen
+class SipUri:
+    """A ``sip:`` or ``sips:`` URI (RFC 3261 §19.1.1), components still escaped."""
+
+    scheme: str
+    host: str
+    user: str | None = None
+    password: str | None = None
+    port: int | None = None
+    params: Params = ()
+    headers: str | None = None
+
+    def param(self, name: str) -> str | None:
+        """The value of URI parameter *name* ("" for a flag), or None if absent."""
+        return _param_lookup(self.params, name)
+
+    @property
+    def transport(self) -> str | None:
+        value = self.param("transport")
+        return value.lower() if value else None
+
+    def __str__(self) -> str:
+        parts = [self.scheme, ":"]
+        if self.user is not None:
+            parts.append(self.user)
+            if self.password is not None:
+                parts += [":", self.password]
+            parts.append("@")
+        parts.append(self.host)
+        if self.port is not None:
+            parts += [":", str(self.port)]
+        for name, value in self.params:
+            parts += [";", name] if value is None else [";", name, "=", value]
+        if self.headers is not None:
+            parts += ["?", self.headers]
+        return "".join(parts)
+
+
+@frozen
+class TelUri:
+    """A ``tel:`` URI (RFC 3966), as a Request-URI or in To/From."""
+
+    number: str
+    params: Params = ()
+
+    scheme = "tel"
+
+    def param(self, name: str) -> str | None:
+        return _param_lookup(self.params, name)
+
+    def __str__(self) -> str:
+        rest = "".join(f";{n}" if v is None else f";{n}={v}" for n, v in self.params)
+        return f"tel:{self.number}{rest}"
+
+
+@frozen
+class AbsoluteUri:
+    """Any other absolute URI (RFC 3261 §25.1 absoluteURI): syntactically fine,
+    though a server may answer 416 Unsupported URI Scheme (§8.2.2.1)."""
+
+    scheme: str
+    rest: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.rest}"
+
+
+Uri = Union[SipUri, TelUri, AbsoluteUri]
+
+
+def parse_uri(text: str) -> Uri:
+    """Parse a URI as it appears in a Request-URI or between angle brackets.
+
+    Raises SipParseError naming the fault.
+    """
+    scheme, colon, rest = text.partition(":")
+    if not colon or not _SCHEME_RE.fullmatch(scheme):
+        raise SipParseError(f"bad URI {text!r}")
+    lowered = scheme.lower()
+    if lowered in ("sip", "sips"):
+        return _parse_sip_uri(lowered, rest, text)
+    if lowered == "tel":
+        number, _, params = rest.partition(";")
+        if not _TEL_RE.fullmatch(number):
+            raise SipParseError(f"bad tel URI {text!r}")
+        return TelUri(number, _parse_uri_params(params) if params else ())
+    if not _ABSOLUTE_REST_RE.fullmatch(rest):
+        raise SipParseError(f"bad URI {text!r}")
+    return AbsoluteUri(lowered, rest)
+
+
+def _parse_sip_uri(scheme: str, rest: str, text: str) -> SipUri:
+    user: str | None = None
+    password: str | None = None
+    at = rest.find("@")
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        user, colon, password_ = userinfo.partition(":")
+        if not _USER_RE.fullmatch(user):
+            raise SipParseError(f"bad user part in URI {text!r}")
+        if colon:
+            if not _PASSWORD_RE.fullmatch(password_):
+                raise SipParseError(f"bad password in URI {text!r}")
+            password = password_
+    headers: str | None = None
+    query = rest.find("?")
+    if query >= 0:
+        rest, headers = rest[:query], rest[query + 1 :]
+        if not _HEADERS_RE.fullmatch(headers):
+            raise SipParseError(f"bad headers in URI {text!r}")
+    hostport, semi, params = rest.partition(";")
+    if not hostport:
+        raise SipParseError(f"URI without host {text!r}")
+    try:
+        host, port = split_hostport(hostport)
+    except SipParseError as error:
+        raise SipParseError(f"{error.reason} in URI {text!r}") from None
+    return SipUri(
+        scheme=scheme,
+        host=host,
+        user=user,
+        password=password,
+        port=port,
+        params=_parse_uri_params(params) if semi else (),
+        headers=headers,
+    )

@@ -1,0 +1,56 @@
+"""twistd glue: ``twistd -n homeredirect --config FILE``.
+
+Only maps options onto `homeredirect.service.makeService` (STYLE b.8-9): the
+configuration is validated while options are parsed, so a bad file stops
+twistd with a message naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from homeredirect.config.errors import ConfigError
+from homeredirect.config.load import load_config
+from homeredirect.config.schema import Config
+from homeredirect.director.policy import PolicyLoadError
+from homeredirect.resolve.errors import AssignmentFileError
+from homeredirect.transport.tls import CertificateError
+
+
+class Options(usage.Options):
+    synopsis = "--config FILE"
+    longdesc = "Run a homeredirect SIP director, edge or home server."
+    optParameters = [["config", "c", "homeredirect.toml", "TOML configuration file"]]
+
+    loaded: Config
+
+    def postOptions(self) -> None:
+        try:
+            self.loaded = load_config(self["config"])
+        except ConfigError as error:
+            raise usage.UsageError(str(error)) from None
+        except OSError as error:
+            raise usage.UsageError(f"cannot read {self['config']}: {error.strerror}") from None
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    from homeredirect import service
+
+    try:
+        top = service.makeService(options.loaded, reactor)
+    except PolicyLoadError as error:
+        raise SystemExit(f"homeredirect: {options['config']}: [policy].name: {error}") from None
+    except (AssignmentFileError, CertificateError) as error:
+        raise SystemExit(f"homeredirect: {options['config']}: {error}") from None
+
+    def reload_on_sighup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(top.reload)
+
+    signal.signal(signal.SIGHUP, reload_on_sighup)
+    return top

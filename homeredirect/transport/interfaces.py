@@ -1,0 +1,27 @@
+"""What the SIP core needs from the network layer to send requests and relay
+responses that do not belong to a flow it was handed (proxying, RFC 3261 §16)."""
+
+from __future__ import annotations
+
+from zope.interface import Interface
+
+Address = tuple[str, int]
+
+
+class ISipNetwork(Interface):
+    """Our listeners, seen as one network endpoint."""
+
+    def local_via(transport: str) -> Address:
+        """The sent-by (host, port) to put in our own Via for *transport*
+        ('UDP', 'TCP' or 'TLS'); raises LookupError if we have no such listener."""
+
+    def is_local(host: str, port: int | None) -> bool:
+        """True if *host*:*port* names one of our listeners (a Via we added)."""
+
+    def send(transport: str, destination: Address, data: bytes, server_name: str | None = None) -> None:
+        """Send *data* over *transport* to *destination* (host may be a name).
+
+        Streams reuse an open connection to *destination* or open one (over TLS
+        verifying the certificate against *server_name*, default the host).  Never
+        raises: failures are logged, as a stateless element has no one to tell.
+        """

@@ -1,0 +1,181 @@
+"""SIP over TCP and TLS (RFC 3261 §18.3): one protocol for both.
+
+Messages are framed by Content-Length by the sans-IO `StreamParser`; CRLFCRLF
+keep-alive pings are answered with CRLF (RFC 5626 §3.5.1); an idle connection
+is closed after the configured timeout; when the open connection limit is
+reached, new connections are closed at once.  Open connections are kept in a
+`ConnectionRegistry` by remote address, which is how a response relayed by the
+stateless proxy finds the connection its request came in on (RFC 3261 §18.2.2).
+"""
+
+from __future__ import annotations
+
+from OpenSSL import SSL
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from homeredirect.sip.parser import KeepAlivePing, MessageReceived, MessageRejected, StreamParser
+from homeredirect.transport.flows import Address, FlowClosed, IFlow
+from homeredirect.transport.sink import IMessageSink
+
+log = Logger()
+
+
+def _address(address: IAddress) -> Address:
+    host = getattr(address, "host", "")
+    port = getattr(address, "port", 0)
+    return str(host), int(port)
+
+
+class ConnectionRegistry:
+    """Open stream connections by (transport, remote host, remote port)."""
+
+    def __init__(self) -> None:
+        self._connections: dict[tuple[str, str, int], SipStreamProtocol] = {}
+
+    def add(self, protocol: SipStreamProtocol) -> None:
+        self._connections[protocol.key] = protocol
+
+    def remove(self, protocol: SipStreamProtocol) -> None:
+        if self._connections.get(protocol.key) is protocol:
+            del self._connections[protocol.key]
+
+    def get(self, transport: str, destination: Address) -> SipStreamProtocol | None:
+        return self._connections.get((transport, destination[0], destination[1]))
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+
+@implementer(IFlow)
+class StreamFlow:
+    """A connection seen as a flow; sending on it after it closed raises FlowClosed."""
+
+    __slots__ = ("_protocol", "local", "remote", "transport")
+
+    reliable = True
+
+    def __init__(self, protocol: SipStreamProtocol, transport: str, remote: Address, local: Address) -> None:
+        self._protocol = protocol
+        self.transport = transport
+        self.remote = remote
+        self.local = local
+
+    def send(self, data: bytes, destination: Address | None = None) -> None:
+        self._protocol.write(data)
+
+
+class SipStreamProtocol(Protocol, TimeoutMixin):
+    """One TCP or TLS connection, inbound or outbound."""
+
+    flow: StreamFlow
+    key: tuple[str, str, int]
+
+    def __init__(self, factory: SipStreamFactory) -> None:
+        self._factory = factory
+        self._parser = StreamParser(factory.max_message_size)
+        self._open = False
+
+    def connectionMade(self) -> None:
+        factory = self._factory
+        remote = _address(self.transport.getPeer())
+        self.key = (factory.transport_name, remote[0], remote[1])
+        self.flow = StreamFlow(self, factory.transport_name, remote, factory.advertised)
+        if not factory.admit(self):
+            log.warn(
+                "refused {transport} connection from {remote}: {limit} connections open",
+                transport=factory.transport_name,
+                remote=remote,
+                limit=factory.max_connections,
+            )
+            self.transport.abortConnection()
+            return
+        self._open = True
+        self.setTimeout(factory.idle_timeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        sink = self._factory.sink
+        for event in self._parser.feed(data):
+            try:
+                if type(event) is MessageReceived:
+                    sink.message_received(event.message, self.flow)
+                elif type(event) is KeepAlivePing:
+                    self.transport.write(b"\r\n")
+                elif type(event) is MessageRejected:
+                    sink.message_rejected(event, self.flow)
+                    if event.fatal:
+                        self.transport.loseConnection()
+            except Exception:
+                log.failure("failed to handle a message from {remote}", remote=self.flow.remote)
+
+    def write(self, data: bytes) -> None:
+        """Send *data* on this connection, or raise FlowClosed if it has gone."""
+        if not self._open:
+            raise FlowClosed(f"connection to {self.flow.remote} is closed")
+        self.resetTimeout()
+        self.transport.write(data)
+
+    def timeoutConnection(self) -> None:
+        log.info("closing idle {transport} connection {remote}", transport=self.key[0], remote=self.flow.remote)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        was_open = self._open
+        self._open = False
+        self.setTimeout(None)
+        if hasattr(self, "key"):
+            self._factory.release(self, was_open)
+        if was_open and reason.check(SSL.Error):
+            # A failed handshake (RFC 5246 alert, bad certificate...) costs only this connection.
+            log.info("TLS connection {remote} failed: {reason}", remote=self.flow.remote, reason=str(reason.value))
+
+
+class SipStreamFactory(Factory):
+    """Makes SipStreamProtocols for one listener (or for outbound connections)."""
+
+    protocol = SipStreamProtocol  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(
+        self,
+        *,
+        sink: IMessageSink,
+        transport_name: str,
+        advertised: Address,
+        registry: ConnectionRegistry,
+        max_message_size: int,
+        max_connections: int,
+        idle_timeout: float,
+        clock: IReactorTime,
+    ) -> None:
+        self.sink = sink
+        self.transport_name = transport_name
+        self.advertised = advertised
+        self.registry = registry
+        self.max_message_size = max_message_size
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.clock = clock
+        self.open_connections = 0
+
+    def buildProtocol(self, addr: IAddress) -> SipStreamProtocol:
+        protocol = SipStreamProtocol(self)
+        protocol.callLater = self.clock.callLater  # type: ignore[method-assign]
+        return protocol
+
+    def admit(self, protocol: SipStreamProtocol) -> bool:
+        if self.open_connections >= self.max_connections:
+            return False
+        self.open_connections += 1
+        self.registry.add(protocol)
+        return True
+
+    def release(self, protocol: SipStreamProtocol, was_open: bool) -> None:
+        if was_open:
+            self.open_connections -= 1
+        self.registry.remove(protocol)
