@@ -60,6 +60,10 @@ UDP_RECEIVE_BUFFER = 262_144  # what Kamailio's auto-probing settles on (its com
 # A step during which the server's core was busy with other work for more than this
 # share of the time (beyond the server's own CPU) is reported as disturbed.
 DISTURBED_PERCENT = 25.0
+# Before each step, wait up to QUIET_WAIT_LIMIT seconds for a 1 s window in which
+# other work used less than QUIET_PERCENT of either core.
+QUIET_PERCENT = 10.0
+QUIET_WAIT_LIMIT = 60.0
 
 # --keep: leave SIPp's per-message traces in the kept work directory.
 KEEP_TRACES = False
@@ -517,6 +521,8 @@ class StepResult:
     server_cpu_percent: float = 0.0
     server_cpu_us_per_request: float | None = None
     server_core_busy_percent: float = 0.0
+    sipp_core_busy_percent: float = 0.0
+    waited_for_quiet_seconds: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
     response_codes: dict[str, int] = field(default_factory=dict)
 
@@ -597,6 +603,8 @@ def run_sipp(
     """One fixed-rate SIPp run of ``rate * seconds`` calls; judge it pass/fail."""
     calls = max(1, int(rate * seconds))
     result = StepResult(rate=rate, calls=calls, passed=False)
+    if seconds >= 2.0:
+        result.waited_for_quiet_seconds = wait_for_quiet(target, cpu, server_cpu)
     stepdir.mkdir(parents=True, exist_ok=True)
     stat_file = stepdir / "stat.csv"
     short_file = stepdir / "short.log"
@@ -626,6 +634,7 @@ def run_sipp(
         server_pids = process_tree(target.proc.pid) if target.proc else []
         server_before = cpu_seconds(server_pids)
         core_before = core_busy_seconds(server_cpu)
+        sipp_core_before = core_busy_seconds(cpu)
         usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         with out_file.open("wb") as out:
@@ -641,6 +650,7 @@ def run_sipp(
         usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         server_used = cpu_seconds(server_pids) - server_before
         core_used = core_busy_seconds(server_cpu) - core_before
+        sipp_core_used = core_busy_seconds(cpu) - sipp_core_before
         result.server_drops = udp_drops(target.port) - drops_before
         sipp_cpu = (usage_after.ru_utime - usage_before.ru_utime) + (
             usage_after.ru_stime - usage_before.ru_stime
@@ -649,6 +659,7 @@ def run_sipp(
         result.sipp_cpu_percent = round(100.0 * sipp_cpu / wall, 1)
         result.server_cpu_percent = round(100.0 * server_used / wall, 1)
         result.server_core_busy_percent = round(100.0 * core_used / wall, 1)
+        result.sipp_core_busy_percent = round(100.0 * sipp_core_used / wall, 1)
         if exit_code != 254:  # 254 (-2): fatal error binding a socket
             break
     result.exit_code = exit_code
@@ -753,18 +764,48 @@ def describe(step: StepResult) -> str:
     lat_s = f"p50 {lat.get('p50', '-')} ms p99 {lat.get('p99', '-')} ms" if lat else "no latency"
     verdict = "pass" if step.passed else "FAIL: " + "; ".join(step.reasons)
     if disturbed(step):
-        verdict += " [disturbed: other work on the server core]"
+        verdict += " [disturbed: other work on the cores]"
+    if step.waited_for_quiet_seconds > 1.5:
+        verdict += f" [waited {step.waited_for_quiet_seconds:g} s for quiet cores]"
     return (
         f"  {step.rate:>7}/s x {step.calls:<7} offered {step.achieved_rate:>9}/s "
         f"cpu: sipp {step.sipp_cpu_percent:>5}% server {step.server_cpu_percent:>5}% "
-        f"server core {step.server_core_busy_percent:>5}%  {lat_s}  {verdict}"
+        f"cores {step.sipp_core_busy_percent:>5}%/{step.server_core_busy_percent:>5}%  "
+        f"{lat_s}  {verdict}"
     )
 
 
 def disturbed(step: StepResult) -> bool:
-    """True if something other than the server kept its core busy during the step."""
-    other = step.server_core_busy_percent - step.server_cpu_percent
-    return step.wall_seconds >= 2.0 and other > DISTURBED_PERCENT
+    """True if other work kept the server's or SIPp's core busy during the step."""
+    other_server = step.server_core_busy_percent - step.server_cpu_percent
+    other_sipp = step.sipp_core_busy_percent - step.sipp_cpu_percent
+    return step.wall_seconds >= 2.0 and max(other_server, other_sipp) > DISTURBED_PERCENT
+
+
+def wait_for_quiet(target: Target, sipp_cpu: int, server_cpu: int) -> float:
+    """Wait (bounded) until both cores are free of other work; seconds waited.
+
+    The machine may be shared: a step started while another job runs on the
+    server's core measures that job, not the server.  Each 1 s window counts
+    the cores' busy time minus the server's and this script's own CPU time.
+    """
+    start = time.monotonic()
+    server_pids = process_tree(target.proc.pid) if target.proc else []
+    me = [os.getpid()]
+    for _ in range(int(QUIET_WAIT_LIMIT) + 1):
+        busy0 = core_busy_seconds(server_cpu), core_busy_seconds(sipp_cpu)
+        own0 = cpu_seconds(server_pids), cpu_seconds(me)
+        time.sleep(1.0)
+        busy1 = core_busy_seconds(server_cpu), core_busy_seconds(sipp_cpu)
+        own1 = cpu_seconds(server_pids), cpu_seconds(me)
+        other_server = (busy1[0] - busy0[0]) - (own1[0] - own0[0])
+        other_sipp = (busy1[1] - busy0[1]) - (own1[1] - own0[1])
+        if max(other_server, other_sipp) * 100.0 < QUIET_PERCENT:
+            break
+        if time.monotonic() - start >= QUIET_WAIT_LIMIT:
+            log(f"  (cores still busy with other work after {QUIET_WAIT_LIMIT:g} s: going on)")
+            break
+    return round(time.monotonic() - start, 1)
 
 
 def wait_idle(target: Target, limit: float = 15.0) -> None:
@@ -797,7 +838,7 @@ def search_max_rate(
         wait_idle(target)
         if not res.passed and disturbed(res):
             # Another process took the server's core (shared machine): try once more.
-            log("  (server core busy with other work during that step: repeating it once)")
+            log("  (other work on the cores during that step: repeating it once)")
             n += 1
             res = run_sipp(
                 children, target, SCENARIO_301, users_csv, rate, seconds, plan.sipp_cpu,

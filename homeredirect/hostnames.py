@@ -29,12 +29,12 @@ _MAX_HOSTNAME_LENGTH = 253
 
 
 def is_hostname(text: str) -> bool:
-    """Tell whether C{text} is a DNS hostname (RFC 3261 §25.1 ``hostname``, no trailing dot)."""
+    """Tell whether `text` is a DNS hostname (RFC 3261 §25.1 `hostname`, no trailing dot)."""
     return len(text) <= _MAX_HOSTNAME_LENGTH and _HOSTNAME.fullmatch(text) is not None
 
 
 def is_ip_address(text: str) -> bool:
-    """Tell whether C{text} is an IPv4 or IPv6 address literal without brackets."""
+    """Tell whether `text` is an IPv4 or IPv6 address literal without brackets."""
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -43,9 +43,9 @@ def is_ip_address(text: str) -> bool:
 
 
 def normalize_hostname(text: str) -> str:
-    """Return C{text} lowercased; raise C{ValueError} if it is not a hostname.
+    """Return `text` lowercased; raise `ValueError` if it is not a hostname.
 
-    IP literals are rejected: callers that accept them use L{normalize_host}.
+    IP literals are rejected: callers that accept them use `normalize_host`.
     """
     if not is_hostname(text):
         raise ValueError(f"not a hostname: {text!r}")
@@ -56,7 +56,7 @@ def normalize_host(text: str) -> str:
     """Return a hostname lowercased or an IP literal in canonical form, for binding or dialling.
 
     IPv6 may be given with or without brackets and comes back without them, which is what
-    socket and Twisted APIs take. Raise C{ValueError} for anything else.
+    socket and Twisted APIs take. Raise `ValueError` for anything else.
     """
     literal = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:
@@ -68,9 +68,9 @@ def normalize_host(text: str) -> str:
 def normalize_uri_host(text: str) -> str:
     """Return the host part of a SIP URI in the form used for comparisons.
 
-    RFC 3261 §19.1.1 ``host`` is a hostname, an IPv4 address or a bracketed IPv6 reference;
+    RFC 3261 §19.1.1 `host` is a hostname, an IPv4 address or a bracketed IPv6 reference;
     hostnames compare case-insensitively (§19.1.4) and IPv6 references as addresses
-    (RFC 5954 §4.1), so both are canonicalised. Raise C{ValueError} for anything else.
+    (RFC 5954 §4.1), so both are canonicalised. Raise `ValueError` for anything else.
     """
     if text.startswith("[") and text.endswith("]"):
         try:

@@ -68,13 +68,27 @@ class _TransactionTimers(Service):
 class HomeRedirectService(MultiService):
     """The running server; its children are listed in the module docstring."""
 
-    def __init__(self, config: Config, core: DirectorCore, resolver: FileAssignmentResolver) -> None:
+    def __init__(
+        self,
+        config: Config,
+        core: DirectorCore,
+        resolver: FileAssignmentResolver,
+        connections: ConnectionRegistry,
+        clock: Any,
+    ) -> None:
         super().__init__()
         self.config = config
         self.core = core
         self.resolver = resolver
+        self.connections = connections
+        self._clock = clock
         self.listeners: list[ListenerService] = []
         self.tls_contexts: list[ReloadableServerContext] = []
+
+    def stopService(self) -> Deferred[None]:
+        """Stop listening, then close the connections that are still open."""
+        stopping = super().stopService()
+        return stopping.addCallback(lambda _: self.connections.close_all(self._clock))
 
     def reload(self) -> Deferred[Any]:
         """Reload TLS certificates and the assignment file; established connections stay."""
@@ -125,7 +139,7 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
         targets=HomeServerTargets(config),
         clock=reactor,
     )
-    top = HomeRedirectService(config, core, resolver)
+    top = HomeRedirectService(config, core, resolver, registry, reactor)
     ThreadPoolService(pool).setServiceParent(top)
     _TransactionTimers(transactions).setServiceParent(top)
     for listener in config.listeners:

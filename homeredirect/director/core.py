@@ -26,7 +26,7 @@ from homeredirect.director.targets import Target
 from homeredirect.resolve.errors import DirectoryUnavailable
 from homeredirect.resolve.interfaces import AddressOfRecord, Assignment, IAssignmentResolver
 from homeredirect.sip.errors import SipParseError
-from homeredirect.sip.headers import split_list
+from homeredirect.sip.headers import parse_via, split_list
 from homeredirect.sip.message import Message, Request, Response
 from homeredirect.sip.parser import MessageRejected
 from homeredirect.sip.serialize import serialize
@@ -101,12 +101,19 @@ class DirectorCore:
             reason=event.error.reason,
             status=event.error.status,
         )
-        if not event.is_request or event.method == "ACK" or "Via" not in event.headers:
+        if not event.is_request or event.method == "ACK":
+            return
+        vias = event.headers.get_all("Via")
+        try:
+            top = parse_via(split_list(vias[0])[0])
+        except (IndexError, SipParseError):
+            # Without a usable Via a response could be neither well-formed nor routed
+            # (RFC 3261 §18.2.2); the request is dropped.
             return
         response = self._responses.response_to_headers(
             event.headers, event.error.status, _reason_phrase(event.error)
         )
-        destination = None if flow.reliable else flow.remote
+        destination = None if flow.reliable else reply_address(top, flow.remote, flow.transport)
         try:
             flow.send(serialize(response), destination)
         except FlowClosed:

@@ -51,7 +51,9 @@ def build_register(aor: str, transport: str, local: tuple[str, int], extra_vias:
     return "\r\n".join(lines).encode()
 
 
-def exchange(aor: str, transport: str, host: str, port: int, ca: str | None, timeout: float, extra_vias: int) -> Response:
+def exchange(
+    aor: str, transport: str, host: str, port: int, ca: str | None, timeout: float, extra_vias: int
+) -> Response:
     """Send the REGISTER and wait for the first final response."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     if transport == "udp":
@@ -102,20 +104,35 @@ def describe(response: Response) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m homeredirect.tools.register", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m homeredirect.tools.register", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("aor", help="address of record, e.g. sip:alice@example.com")
-    parser.add_argument("--server", required=True, help="TRANSPORT:HOST:PORT, e.g. tls:127.0.0.1:5071")
+    parser.add_argument(
+        "--server", required=True, help="TRANSPORT:HOST:PORT, e.g. tls:127.0.0.1:5071"
+    )
     parser.add_argument("--ca", help="CA certificate (PEM) to verify a TLS server against")
     parser.add_argument("--timeout", type=float, default=5.0)
-    parser.add_argument("--extra-vias", type=int, default=0, help="pretend to come through N proxies")
+    parser.add_argument(
+        "--extra-vias", type=int, default=0, help="pretend to come through N proxies"
+    )
     args = parser.parse_args(argv)
     transport, _, hostport = args.server.partition(":")
     host, _, port_text = hostport.rpartition(":")
     aor = args.aor if args.aor.startswith(("sip:", "sips:")) else f"sip:{args.aor}"
-    if transport not in ("udp", "tcp", "tls") or not host or not port_text.isdigit() or "@" not in aor:
-        parser.error("expected --server udp|tcp|tls:HOST:PORT and an AOR like sip:alice@example.com")
+    if (
+        transport not in ("udp", "tcp", "tls")
+        or not host
+        or not port_text.isdigit()
+        or "@" not in aor
+    ):
+        parser.error(
+            "expected --server udp|tcp|tls:HOST:PORT and an AOR like sip:alice@example.com"
+        )
     try:
-        response = exchange(aor, transport, host.strip("[]"), int(port_text), args.ca, args.timeout, args.extra_vias)
+        response = exchange(
+            aor, transport, host.strip("[]"), int(port_text), args.ca, args.timeout, args.extra_vias
+        )
     except (OSError, ConnectionError) as error:
         print(f"no answer from {args.server}: {error}", file=sys.stderr)
         return 1

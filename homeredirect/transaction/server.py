@@ -31,6 +31,7 @@ from homeredirect.transaction.keys import (
     server_transaction_key,
 )
 from homeredirect.transaction.timers import (
+    DEFAULT_TIMERS,
     TRYING_DELAY,
     FixedDelayQueue,
     TimerHandle,
@@ -92,7 +93,10 @@ class UndefinedTransition(Exception):
     """
 
     def __init__(self, kind: str, key: TransactionKey, state: State, event: Input) -> None:
-        super().__init__(f"{kind} server transaction {key!r} in state {state.value} has no transition on {event.value}")
+        super().__init__(
+            f"{kind} server transaction {key!r} in state {state.value}"
+            f" has no transition on {event.value}"
+        )
         self.kind = kind
         self.key = key
         self.state = state
@@ -104,6 +108,8 @@ class DuplicateTransaction(ValueError):
 
 
 Action = Callable[[Any, "Response | None"], None]
+_NonInviteAction = Callable[["NonInviteServerTransaction", "Response | None"], None]
+_InviteAction = Callable[["InviteServerTransaction", "Response | None"], None]
 Transitions = Mapping[tuple[State, Input], tuple[State, Action]]
 
 
@@ -214,7 +220,7 @@ class ServerTransaction:
         """§17.2.2: final responses after the first are discarded; so is anything after the end."""
         assert response is not None
         log.info(
-            "{kind} server transaction {key} discarded a {status} response from the TU in state {state}",
+            "{kind} server transaction {key} in state {state} discarded a {status} from the TU",
             kind=self._kind,
             key=self.key,
             status=response.status,
@@ -246,7 +252,12 @@ class NonInviteServerTransaction(ServerTransaction):
     _kind = "non-INVITE"
 
     def __init__(
-        self, table: ServerTransactionTable, key: TransactionKey, request: Request, send: Send, reliable: bool
+        self,
+        table: ServerTransactionTable,
+        key: TransactionKey,
+        request: Request,
+        send: Send,
+        reliable: bool,
     ) -> None:
         super().__init__(table, key, request, send, reliable, State.TRYING)
         self._timer_j: TimerHandle | None = None
@@ -277,7 +288,7 @@ _TRYING, _PROCEEDING, _COMPLETED, _CONFIRMED, _TERMINATED = (
     State.TERMINATED,
 )
 
-NON_INVITE_TRANSITIONS: dict[tuple[State, Input], tuple[State, Callable[[_N, Response | None], None]]] = {
+NON_INVITE_TRANSITIONS: dict[tuple[State, Input], tuple[State, _NonInviteAction]] = {
     # §17.2.2: "any further request retransmissions are discarded"
     (_TRYING, _REQUEST): (_TRYING, _N._ignore),
     (_TRYING, _PROVISIONAL): (_PROCEEDING, _N._send_provisional),
@@ -329,15 +340,29 @@ class InviteServerTransaction(ServerTransaction):
     receiving its ACK are the TU's business (§13.3.1.4).
     """
 
-    __slots__ = ("_g_interval", "_response_to_tag", "_timer_g", "_timer_h", "_timer_i", "_timer_trying")
+    __slots__ = (
+        "_g_interval",
+        "_response_to_tag",
+        "_timer_g",
+        "_timer_h",
+        "_timer_i",
+        "_timer_trying",
+    )
 
     _kind = "INVITE"
 
     def __init__(
-        self, table: ServerTransactionTable, key: TransactionKey, request: Request, send: Send, reliable: bool
+        self,
+        table: ServerTransactionTable,
+        key: TransactionKey,
+        request: Request,
+        send: Send,
+        reliable: bool,
     ) -> None:
         super().__init__(table, key, request, send, reliable, State.PROCEEDING)
-        self._timer_trying: TimerHandle | None = table._timer_trying.schedule(self._timer_trying_fired)
+        self._timer_trying: TimerHandle | None = table._timer_trying.schedule(
+            self._timer_trying_fired
+        )
         self._timer_g: TimerHandle | None = None
         self._timer_h: TimerHandle | None = None
         self._timer_i: TimerHandle | None = None
@@ -435,7 +460,7 @@ class InviteServerTransaction(ServerTransaction):
 
 _I = InviteServerTransaction
 
-INVITE_TRANSITIONS: dict[tuple[State, Input], tuple[State, Callable[[_I, Response | None], None]]] = {
+INVITE_TRANSITIONS: dict[tuple[State, Input], tuple[State, _InviteAction]] = {
     # "the most recent provisional response ... MUST be passed to the transport layer"
     (_PROCEEDING, _REQUEST): (_PROCEEDING, _I._resend_last),
     # An ACK for a final response not yet sent acknowledges nothing.
@@ -480,7 +505,11 @@ class ServerTransactionTable:
     """
 
     def __init__(
-        self, clock: IReactorTime, timers: TimerSettings = TimerSettings(), *, log_transitions: bool = False
+        self,
+        clock: IReactorTime,
+        timers: TimerSettings = DEFAULT_TIMERS,
+        *,
+        log_transitions: bool = False,
     ) -> None:
         self.timers = timers
         self._clock = clock

@@ -65,12 +65,18 @@ class TimerSettings:
         return 0.0 if reliable else 64 * self.t1
 
 
+DEFAULT_TIMERS = TimerSettings()
+"""RFC 3261 Table 4 defaults: T1 500 ms, T2 4 s, T4 5 s."""
+
+
 class TimerHandle:
-    """One timer of a `FixedDelayQueue`; `cancel` makes it a no-op (idempotent, also after firing)."""
+    """One timer of a `FixedDelayQueue`; `cancel` makes it a no-op (also after it fired)."""
 
     __slots__ = ("_callback", "_deadline", "_queue")
 
-    def __init__(self, queue: FixedDelayQueue, deadline: float, callback: Callable[[], None]) -> None:
+    def __init__(
+        self, queue: FixedDelayQueue, deadline: float, callback: Callable[[], None]
+    ) -> None:
         self._queue = queue
         self._deadline = deadline
         self._callback: Callable[[], None] | None = callback
@@ -78,7 +84,10 @@ class TimerHandle:
     def cancel(self) -> None:
         if self._callback is not None:
             self._callback = None
-            self._queue._live -= 1
+            queue = self._queue
+            queue._live -= 1
+            if not queue._live:
+                queue._clear()
 
 
 class FixedDelayQueue:
@@ -87,7 +96,8 @@ class FixedDelayQueue:
     Since expiry order is insertion order, one FIFO and one pending IDelayedCall
     at a time replace one DelayedCall per transaction (at 10,000 transactions/s
     with a 32 s Timer J that is 320,000 live timers otherwise).  A cancelled
-    timer stays in the FIFO, inert, until its deadline passes.
+    timer stays in the FIFO, inert, until its deadline passes, unless it was
+    the last live one: then the queue empties and its DelayedCall is cancelled.
 
     A zero delay fires on the next reactor turn (``callLater(0)``), never inline
     from `schedule`: a callback never runs inside the code that set its timer,
@@ -124,13 +134,17 @@ class FixedDelayQueue:
 
     def stop(self) -> None:
         """Cancel every timer and the pending DelayedCall (service shutdown)."""
+        for handle in self._entries:
+            handle._callback = None
+        self._live = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        # No live timer is left: drop the inert ones and stop waking up for them.
         if self._call is not None:
             self._call.cancel()
             self._call = None
-        for handle in self._entries:
-            handle._callback = None
         self._entries.clear()
-        self._live = 0
 
     def _expire(self) -> None:
         # Take the due timers off the FIFO and set the next wake-up before running
@@ -152,4 +166,6 @@ class FixedDelayQueue:
             try:
                 callback()
             except Exception:
-                log.failure("timer callback {callback!r} failed", callback=callback, delay=self._delay)
+                log.failure(
+                    "timer callback {callback!r} failed", callback=callback, delay=self._delay
+                )

@@ -11,6 +11,7 @@ stateless proxy finds the connection its request came in on (RFC 3261 §18.2.2).
 from __future__ import annotations
 
 from OpenSSL import SSL
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -50,6 +51,26 @@ class ConnectionRegistry:
     def __len__(self) -> int:
         return len(self._connections)
 
+    def close_all(self, clock: IReactorTime, grace: float = 2.0) -> Deferred[None]:
+        """Close every connection (service stop); abort those still open after *grace* s."""
+        protocols = list(self._connections.values())
+        closing = gatherResults([protocol.lost for protocol in protocols])
+        for protocol in protocols:
+            protocol.transport.loseConnection()
+        deadline = clock.callLater(grace, _abort_open, protocols)
+
+        def closed(_: object) -> None:
+            if deadline.active():
+                deadline.cancel()
+
+        return closing.addCallback(closed)
+
+
+def _abort_open(protocols: list[SipStreamProtocol]) -> None:
+    for protocol in protocols:
+        if protocol.connected:
+            protocol.transport.abortConnection()
+
 
 @implementer(IFlow)
 class StreamFlow:
@@ -79,6 +100,7 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
         self._factory = factory
         self._parser = StreamParser(factory.max_message_size)
         self._open = False
+        self.lost: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
         factory = self._factory
@@ -130,6 +152,7 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
         self.setTimeout(None)
         if hasattr(self, "key"):
             self._factory.release(self, was_open)
+        self.lost.callback(None)
         if was_open and reason.check(SSL.Error):
             # A failed handshake (RFC 5246 alert, bad certificate...) costs only this connection.
             log.info("TLS connection {remote} failed: {reason}", remote=self.flow.remote, reason=str(reason.value))

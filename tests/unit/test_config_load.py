@@ -154,8 +154,7 @@ def test_home_role_needs_no_assignments(base_dir: Path) -> None:
         ),
         (
             {"server": {"role": "proxy", "fqdn": "d.example.com", "domains": ["example.com"]}},
-            'director.toml: [server].role: expected one of "director", "home", "edge", '
-            'got "proxy"',
+            'director.toml: [server].role: expected one of "director", "home", "edge", got "proxy"',
         ),
         (
             {"server": {"domains": ["example.com"]}},

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -23,6 +26,7 @@ from homeredirect.resolve.file_source import (
 from homeredirect.resolve.interfaces import AddressOfRecord, Assignment, IAssignmentResolver
 
 PATH = Path("assignments.csv")
+REACTOR = cast(IReactorFromThreads, reactor)
 HEADER = "user,home_server\n"
 
 
@@ -49,7 +53,9 @@ def test_lines_map_users_to_home_servers() -> None:
 
 
 def test_sip_prefix_is_optional_and_host_and_home_are_case_insensitive() -> None:
-    table = parse("sip:alice@EXAMPLE.com,HOME1.example.com", "sips:bob@example.com,home1.example.com")
+    table = parse(
+        "sip:alice@EXAMPLE.com,HOME1.example.com", "sips:bob@example.com,home1.example.com"
+    )
     assert homes(table) == {
         "alice@example.com": "home1.example.com",
         "bob@example.com": "home1.example.com",
@@ -97,8 +103,19 @@ def test_repeating_a_user_with_the_same_home_is_allowed() -> None:
 
 
 def test_unusual_but_valid_lines_take_the_general_path() -> None:
-    table = parse("sip:alice@[2001:DB8::1],home1.example.com", "bob@192.0.2.1,home1.example.com")
-    assert sorted(table) == ["alice@[2001:db8::1]", "bob@192.0.2.1"]
+    table = parse(
+        "sip:alice@[2001:DB8::1],home1.example.com",
+        "bob@192.0.2.1,home1.example.com",
+        "jürgen@Example.com,home1.example.com",
+        "  sip:carol@example.com  ,  HOME1.example.com  ",
+    )
+    assert sorted(table) == [
+        "alice@[2001:db8::1]",
+        "bob@192.0.2.1",
+        "carol@example.com",
+        "jürgen@example.com",
+    ]
+    assert len({id(assignment) for assignment in table.values()}) == 1
 
 
 def test_header_only_file_is_an_empty_table() -> None:
@@ -121,8 +138,17 @@ def test_header_only_file_is_an_empty_table() -> None:
             "assignments.csv:3: expected a user such as alice@example.com, got 'alice'",
         ),
         (
+            [HEADER, "alice@exa..mple.com,home1.example.com\n"],
+            "assignments.csv:2: expected a hostname or IP address, got 'exa..mple.com'",
+        ),
+        (
             [HEADER, "alice@exa_mple.com,home1.example.com\n"],
-            "assignments.csv:2: expected a hostname or IP address, got 'exa_mple.com'",
+            "assignments.csv:2: expected a user such as alice@example.com, "
+            "got 'alice@exa_mple.com'",
+        ),
+        (
+            [HEADER, "alice@[::1,home1.example.com\n"],
+            "assignments.csv:2: expected a user such as alice@example.com, got 'alice@[::1'",
         ),
         (
             [HEADER, "alice@example.com,home_1.example.com\n"],
@@ -201,7 +227,7 @@ class ResolverTests(SynchronousTestCase):
             "Bob@example.com,home2.example.com",
         )
         self.pool = ThreadPool(minthreads=0, maxthreads=1, name="unused")
-        self.resolver = FileAssignmentResolver(self.path, reactor=reactor, threadpool=self.pool)
+        self.resolver = FileAssignmentResolver(self.path, reactor=REACTOR, threadpool=self.pool)
 
     def test_resolver_provides_the_interface(self) -> None:
         self.assertTrue(verifyObject(IAssignmentResolver, self.resolver))
@@ -240,7 +266,7 @@ class ReloadTests(TestCase):
         self.pool = ThreadPool(minthreads=1, maxthreads=1, name="assignment-reload-test")
         self.pool.start()
         self.addCleanup(self.pool.stop)
-        self.resolver = FileAssignmentResolver(self.path, reactor=reactor, threadpool=self.pool)
+        self.resolver = FileAssignmentResolver(self.path, reactor=REACTOR, threadpool=self.pool)
         self.resolver.load()
 
     def home_of(self, user: str) -> str | None:
@@ -257,7 +283,9 @@ class ReloadTests(TestCase):
 
     @inlineCallbacks
     def test_valid_file_replaces_the_table(self) -> Generator[Deferred[Any], Any, None]:
-        write(self.path, "alice@example.com,home2.example.com", "carol@example.com,home2.example.com")
+        write(
+            self.path, "alice@example.com,home2.example.com", "carol@example.com,home2.example.com"
+        )
         swapped = yield self.resolver.reload()
         self.assertTrue(swapped)
         self.assertEqual(self.home_of("alice@example.com"), "home2.example.com")
@@ -297,3 +325,16 @@ class ReloadTests(TestCase):
         results = [(yield first), (yield second)]
         self.assertEqual(results, [True, True])
         self.assertEqual(self.home_of("alice@example.com"), "home3.example.com")
+
+
+_USER_CHARACTERS = "abcXYZ019-_.!~*'()&=+$;?/%"
+
+
+@given(
+    user=st.text(alphabet=_USER_CHARACTERS, min_size=1, max_size=12),
+    host=st.sampled_from(["example.com", "EXAMPLE.com", "192.0.2.1", "sip-1.Example.org"]),
+    scheme=st.sampled_from(["", "sip:", "SIPS:"]),
+)
+def test_fast_path_keys_match_address_of_record(user: str, host: str, scheme: str) -> None:
+    text = f"{scheme}{user}@{host}"
+    assert list(parse(f"{text},home1.example.com")) == [str(AddressOfRecord.parse(text))]

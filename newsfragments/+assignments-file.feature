@@ -1,0 +1,1 @@
+User to home server assignments can be read from a CSV file (``user,home_server``); reloading it does not block call handling, and a file with a bad line is rejected, logged with its line number, and the previous assignments stay in force.

@@ -1,0 +1,108 @@
+"""TLS listeners: certificates are replaced on reload (SIGHUP) without dropping
+established connections; a bad replacement is refused; failed handshakes cost
+nothing but their own connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+from OpenSSL import SSL
+
+from homeredirect.tools.certs import ensure_test_pki
+from tests.integration.support import connect_stream, director_config, disconnect, pki_in, register, start_director
+
+
+class TlsReloadTests(TestCase):
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp()).resolve()
+        self.directory.mkdir()
+        self.service = start_director(self.directory, director_config(self.directory, transports=("tls",)))
+        self.addCleanup(self.service.stopService)
+        self.port = self.service.listener("tls").address[1]
+        self.old_ca = self.directory / "old-ca.pem"
+        self.old_ca.write_bytes(pki_in(self.directory).ca_certificate.read_bytes())
+
+    @inlineCallbacks
+    def ask(self, client):  # type: ignore[no-untyped-def]
+        client.transport.write(register("alice@example.com", transport="TLS", via_port=client.port))
+        response = yield client.next()
+        return response.status
+
+    @inlineCallbacks
+    def test_reload_uses_new_certificate_and_keeps_old_connections(self):  # type: ignore[no-untyped-def]
+        established = yield connect_stream(self.port, tls_ca=self.old_ca)
+        self.addCleanup(disconnect, established)
+        self.assertEqual((yield self.ask(established)), 301)
+
+        renewed = ensure_test_pki(self.directory / "pki", ["director.example.com"], ["127.0.0.1"], force=True)
+        yield self.service.reload()
+
+        fresh = yield connect_stream(self.port, tls_ca=renewed.ca_certificate)
+        self.addCleanup(disconnect, fresh)
+        self.assertEqual((yield self.ask(fresh)), 301)
+        # The connection made before the reload still works.
+        self.assertEqual((yield self.ask(established)), 301)
+        # A client that only trusts the old CA can no longer connect.
+        stale = yield connect_stream(self.port, tls_ca=self.old_ca)
+        yield stale.closed
+        self.assertEqual(stale.received.pending, [])
+
+    @inlineCallbacks
+    def test_broken_replacement_keeps_the_current_certificate(self):  # type: ignore[no-untyped-def]
+        pki = pki_in(self.directory)
+        pki.server_certificate.write_text("not a certificate\n")
+        yield self.service.reload()
+        client = yield connect_stream(self.port, tls_ca=self.old_ca)
+        self.addCleanup(disconnect, client)
+        self.assertEqual((yield self.ask(client)), 301)
+
+    @inlineCallbacks
+    def test_plain_tcp_to_tls_port_fails_alone(self):  # type: ignore[no-untyped-def]
+        garbage = yield connect_stream(self.port)
+        garbage.transport.write(register("alice@example.com", transport="TCP"))
+        yield garbage.closed
+        client = yield connect_stream(self.port, tls_ca=self.old_ca)
+        self.addCleanup(disconnect, client)
+        self.assertEqual((yield self.ask(client)), 301)
+
+
+def _handshake(context: SSL.Context, client_max: int) -> bool:
+    """Run a TLS handshake in memory between *context* and a client capped at *client_max*."""
+    server = SSL.Connection(context, None)
+    server.set_accept_state()
+    client_context = SSL.Context(SSL.TLS_METHOD)
+    client_context.set_min_proto_version(SSL.TLS1_VERSION)
+    client_context.set_max_proto_version(client_max)
+    client = SSL.Connection(client_context, None)
+    client.set_connect_state()
+    for _ in range(10):
+        for side, peer in ((client, server), (server, client)):
+            try:
+                side.do_handshake()
+            except SSL.WantReadError:
+                pass
+            except SSL.Error:
+                return False
+            try:
+                peer.bio_write(side.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+        if client.get_protocol_version_name() != "Unknown" and server.get_protocol_version_name() != "Unknown":
+            try:
+                client.do_handshake()
+                server.do_handshake()
+                return True
+            except SSL.WantReadError:
+                continue
+    return False
+
+
+def test_tls_1_2_is_the_minimum(tmp_path: Path) -> None:
+    from homeredirect.transport.tls import TlsFiles, build_server_context
+
+    pki = ensure_test_pki(tmp_path, ["director.example.com"], ["127.0.0.1"])
+    context = build_server_context(TlsFiles(pki.server_certificate, pki.server_key))
+    assert _handshake(context, SSL.TLS1_2_VERSION)
+    assert not _handshake(context, SSL.TLS1_1_VERSION)
