@@ -13,6 +13,7 @@ import argparse
 import gc
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,8 +54,10 @@ def main() -> None:
             elapsed = time.process_time() - started
             after = resident_mib()
             shared = len({id(assignment) for assignment in table.values()})
+            footprint = (sys.getsizeof(table) + sum(map(sys.getsizeof, table))) / 2**20
             print(
                 f"load: {elapsed:.2f} s CPU, {len(table)} users, {shared} Assignment objects, "
+                f"table {footprint:.0f} MiB (dict + keys), "
                 f"RSS {before:.0f} -> {after:.0f} MiB (+{after - before:.0f})"
             )
             del table

@@ -789,6 +789,8 @@ def wait_for_quiet(target: Target, sipp_cpu: int, server_cpu: int) -> float:
     server's core measures that job, not the server.  Each 1 s window counts
     the cores' busy time minus the server's and this script's own CPU time.
     """
+    if QUIET_WAIT_LIMIT <= 0:
+        return 0.0
     start = time.monotonic()
     server_pids = process_tree(target.proc.pid) if target.proc else []
     me = [os.getpid()]
@@ -1060,7 +1062,7 @@ def fmt(value: object, digits: int = 1) -> str:
 
 def summary(result: dict[str, Any]) -> dict[str, float | None]:
     """The headline figures of one target."""
-    if "error" in result:
+    if "error" in result or "rate_search" not in result:
         return {}
     search = result["rate_search"]
     at_max = search["at_max_rate"] or {}
@@ -1070,6 +1072,7 @@ def summary(result: dict[str, Any]) -> dict[str, float | None]:
     mem = result["memory_after_load"]
     return {
         "max_rate_per_s": search["max_rate"],
+        "best_step_rate_per_s": search["best_short_step_rate"],
         "p50_ms_at_max": lat_max.get("p50"),
         "p99_ms_at_max": lat_max.get("p99"),
         "fixed_rate_per_s": fixed["rate"],
@@ -1083,6 +1086,7 @@ def summary(result: dict[str, Any]) -> dict[str, float | None]:
 
 LABELS = {
     "max_rate_per_s": "max open rate, no loss/retrans (REGISTER/s)",
+    "best_step_rate_per_s": "  highest passing short search step (/s)",
     "p50_ms_at_max": "p50 latency at max rate (ms)",
     "p99_ms_at_max": "p99 latency at max rate (ms)",
     "fixed_rate_per_s": "fixed load for CPU figure (REGISTER/s)",
@@ -1132,7 +1136,43 @@ def print_report(report: dict[str, Any]) -> None:
                 f"director start-up to first answer with {s['assignments']} assignments: "
                 f"{s['median_seconds']:.2f} s (runs: {s['seconds']})"
             )
+    for n in cols:
+        steps = targets[n]["rate_search"]["steps"] + [targets[n]["fixed_load"]["step"]]
+        bad = sum(1 for st in steps if disturbed(StepResult(**st)))
+        if bad:
+            print(f"{n}: {bad} of {len(steps)} SIPp runs disturbed by other work on the cores")
+    for aim, verdict in report.get("aims", {}).items():
+        print(f"aim: {aim}: {verdict}")
     print(f"JSON: {report['json_path']}")
+
+
+def aims(report: dict[str, Any]) -> dict[str, str]:
+    """The issue's single-process aims for the director, each met, missed or not measured."""
+    d = summary(report["targets"].get("director", {}))
+    extras = report.get("director_extras") or {}
+    out: dict[str, str] = {}
+    if not d:
+        return out
+
+    def verdict(ok: bool, figure: str) -> str:
+        return f"{'met' if ok else 'MISSED'} ({figure})"
+
+    cpu = d.get("cpu_us_per_request")
+    if cpu is not None:
+        out["<= 40 us CPU per request"] = verdict(cpu <= 40, f"{cpu} us")
+    rate, p99 = d.get("max_rate_per_s") or 0, d.get("p99_ms_at_fixed")
+    out[">= 10,000 REGISTER/s sustained"] = verdict(rate >= 10_000, f"{rate}/s")
+    if d.get("fixed_rate_per_s") == 10_000 and p99 is not None:
+        out["p99 < 5 ms at 10,000/s"] = verdict(p99 < 5.0, f"{p99} ms")
+    rss = extras.get("rss_idle")
+    if rss and rss["assignments"] == 100_000:
+        mb = round(rss["rss_kb"] / 1024, 1)
+        out["RSS < 100 MB with 100,000 assignments"] = verdict(mb < 100, f"{mb} MB")
+    start = extras.get("startup")
+    if start and start["assignments"] == 1_000_000:
+        sec = start["median_seconds"]
+        out["start-up < 2 s with 1,000,000 assignments"] = verdict(sec < 2.0, f"{sec} s")
+    return out
 
 
 def ratios(targets: dict[str, dict[str, Any]]) -> dict[str, float | None]:
@@ -1161,11 +1201,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--targets", default="director,kamailio", help="comma-separated: director,kamailio"
     )
     p.add_argument("--users", type=int, default=10_000, help="assignments for the load runs")
-    p.add_argument("--cpu-rate", type=int, default=None, help="fixed load for the CPU figure (/s)")
+    p.add_argument(
+        "--cpu-rate",
+        type=int,
+        default=None,
+        help="fixed load for the CPU and p99 figures (/s, default 10,000)",
+    )
     p.add_argument("--max-rate", type=int, default=None, help="highest rate tried (/s)")
     p.add_argument("--step-seconds", type=float, default=None, help="length of a search step")
     p.add_argument(
         "--confirm-seconds", type=float, default=None, help="length of the confirming run"
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=None,
+        help="seconds to wait before a step for both cores to be free of other work "
+        "(default 60, --quick 5)",
     )
     p.add_argument("--server-cpu", type=int, default=1, help="core the server is pinned to")
     p.add_argument("--sipp-cpu", type=int, default=0, help="core SIPp is pinned to")
@@ -1192,7 +1244,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         plan = Plan(
             quick=False, users=args.users, step_seconds=5.0, confirm_seconds=15.0,
             start_rate=1000, max_rate=128_000, max_steps=10, bisect_resolution=0.05,
-            cpu_rate=5000, cpu_seconds=10.0, rss_assignments=100_000,
+            cpu_rate=10_000, cpu_seconds=10.0, rss_assignments=100_000,
             startup_assignments=1_000_000, startup_repeats=3,
             server_cpu=args.server_cpu, sipp_cpu=args.sipp_cpu,
         )  # fmt: skip
@@ -1232,8 +1284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ncpu < 2:
         log("warning: fewer than 2 usable CPUs; SIPp and the server share a core")
 
-    global KEEP_TRACES
+    global KEEP_TRACES, QUIET_WAIT_LIMIT
     KEEP_TRACES = args.keep
+    if args.quiet_wait is not None:
+        QUIET_WAIT_LIMIT = max(0.0, args.quiet_wait)
+    elif args.quick:
+        QUIET_WAIT_LIMIT = 5.0
     DirectorTarget.command_template = args.director_command
     # Keep this script (probes, log parsing) off the server's core.
     with contextlib.suppress(OSError):
@@ -1298,6 +1354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report["ratios"] = ratios(report["targets"])
     report["summary"] = {n: summary(r) for n, r in report["targets"].items()}
+    report["aims"] = {} if plan.quick else aims(report)
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     path = RESULTS_DIR / f"{stamp}{'-quick' if plan.quick else ''}.json"

@@ -158,7 +158,9 @@ def main() -> None:
         values = [run[index] * us for run in invites]
         print(f"  {label:52} {min(values):6.2f} / {statistics.median(values):6.2f} us")
     print(f"memory per completed non-INVITE transaction (request excluded): {per_tx:.0f} bytes")
-    print(f"memory per parsed REGISTER (kept alive by the transaction):     {per_request:.0f} bytes")
+    print(
+        f"memory per parsed REGISTER (kept alive by the transaction):     {per_request:.0f} bytes"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from attrs import frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -162,7 +162,7 @@ class DirectorCore:
         try:
             deferred: Deferred[Assignment | None] = self._resolver.resolve(aor)
         except Exception:
-            deferred = Deferred.fromFailure(Failure())
+            deferred = fail()
         deferred.addCallbacks(self._assigned, self._resolve_failed, (context, aor), None, (context, aor))
 
     def _assigned(self, assignment: Assignment | None, context: _RequestContext, aor: AddressOfRecord) -> None:

@@ -33,21 +33,42 @@ class StatelessProxy:
         self._secret = secret
 
     def branch_for(self, request: Request, top_via: str) -> str:
-        """§16.11: a branch that is the same for retransmissions of *request*
-        and differs for every other request (and for each spiral)."""
-        digest = hashlib.blake2b(key=self._secret, digest_size=12)
-        for part in (
+        """§16.11: a branch that is the same for retransmissions of *request* (and
+        for its CANCEL and non-2xx ACK, which must match the same downstream
+        transaction) and differs for every other request and for each spiral.
+
+        It has two parts: a hash over the request's identity *with* the Via it
+        arrived with (uniqueness), and a hash of what routes it *without* that Via
+        (§16.6 step 8), so that a request that comes back to us unchanged can be
+        recognised as a loop even though it arrives with a different top Via.
+        """
+        routing = self._digest(
             request.to_addr.tag or "",
             request.from_addr.tag or "",
             request.call_id,
             str(request.uri),
-            top_via,
             str(request.cseq.number),
-            request.method,
-        ):
+            *request.headers.get_all("Route"),
+            *request.headers.get_all("Proxy-Require"),
+        )
+        return f"{MAGIC_COOKIE}-hr-{self._digest(routing, top_via)}.{routing}"
+
+    def _digest(self, *parts: str) -> str:
+        digest = hashlib.blake2b(key=self._secret, digest_size=8)
+        for part in parts:
             digest.update(part.encode("utf-8", "surrogateescape"))
             digest.update(b"\x00")
-        return MAGIC_COOKIE + "-hr-" + digest.hexdigest()
+        return digest.hexdigest()
+
+    def _looped(self, request: Request, branch: str) -> bool:
+        """§16.3 step 4: one of our Vias carries this request's routing hash."""
+        routing = branch.rpartition(".")[2]
+        for via in request.vias:
+            theirs = via.branch or ""
+            if theirs.startswith(MAGIC_COOKIE + "-hr-") and theirs.rpartition(".")[2] == routing:
+                if self._network.is_local(via.host, via.port):
+                    return True
+        return False
 
     def forward(self, request: Request, top_via: str, target: Target) -> tuple[int, str] | None:
         """Forward *request* to *target*; return (status, reason) if it must be
@@ -62,9 +83,8 @@ class StatelessProxy:
             log.warn("no {transport} listener to forward to {target}", transport=transport, target=target.fqdn)
             return 502, f"No {transport} transport to the home server"
         branch = self.branch_for(request, top_via)
-        for via in request.vias:
-            if via.branch == branch and self._network.is_local(via.host, via.port):
-                return 482, "Loop Detected"
+        if self._looped(request, branch):
+            return 482, "Loop Detected"
         own_via = f"SIP/2.0/{transport} {_hostport(host, port)};branch={branch};rport"
         rebuilt: list[tuple[str, str]] = []
         seen_via = False
