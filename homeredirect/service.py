@@ -17,7 +17,6 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
-from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
@@ -28,6 +27,7 @@ from homeredirect.director.policy import load_policy
 from homeredirect.director.responses import ResponseFactory
 from homeredirect.director.stateless_proxy import StatelessProxy
 from homeredirect.director.targets import HomeServerTargets
+from homeredirect.logs import FilteredLogger, set_level
 from homeredirect.resolve.file_source import FileAssignmentResolver
 from homeredirect.transaction.server import ServerTransactionTable
 from homeredirect.transport.listeners import Address, ListenerService
@@ -36,7 +36,7 @@ from homeredirect.transport.stream import ConnectionRegistry, SipStreamFactory
 from homeredirect.transport.tls import ReloadableServerContext, TlsFiles
 from homeredirect.transport.udp import SipDatagramProtocol
 
-log = Logger()
+log = FilteredLogger()
 
 _WILDCARDS = ("0.0.0.0", "::", "")
 
@@ -113,6 +113,7 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
+    set_level(config.log.level)
     pool = ThreadPool(minthreads=0, maxthreads=4, name="homeredirect")
     assert config.assignments is not None
     resolver = FileAssignmentResolver(config.assignments.path, reactor=reactor, threadpool=pool)

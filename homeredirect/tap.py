@@ -7,6 +7,7 @@ twistd with a message naming the file, the key and what was expected.
 
 from __future__ import annotations
 
+import gc
 import signal
 from typing import Any
 
@@ -48,6 +49,12 @@ def makeService(options: Options) -> IService:
         raise SystemExit(f"homeredirect: {options['config']}: [policy].name: {error}") from None
     except (AssignmentFileError, CertificateError) as error:
         raise SystemExit(f"homeredirect: {options['config']}: {error}") from None
+
+    # Everything loaded at start-up (modules, the assignment table) lives as long as
+    # the process: move it out of the cyclic collector's way, so that full
+    # collections scan only what requests allocate (Python 3.11 gc.freeze).
+    gc.collect()
+    gc.freeze()
 
     def reload_on_sighup(signum: int, frame: Any) -> None:
         reactor.callFromThread(top.reload)

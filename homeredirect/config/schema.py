@@ -328,6 +328,22 @@ class LimitsConfig:
     udp_send_buffer: int = field(default=4_194_304, validator=_integer(1))
 
 
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+@frozen(kw_only=True)
+class LogConfig:
+    """`[log]`: what is logged.
+
+    - `level`: the lowest level written: "debug", "info" (default), "warn", "error" or
+      "critical". At "info" every routing decision is one event (AOR, decision, target,
+      latency); a director answering thousands of REGISTERs a second may prefer "warn",
+      as formatting each event as text costs more CPU than routing the request does.
+    """
+
+    level: str = field(default="info", validator=_one_of(*LOG_LEVELS))
+
+
 @frozen(kw_only=True)
 class FileAssignmentsConfig:
     """`[assignments]` with `backend = "file"`: user to home server assignments in a CSV file.
@@ -467,6 +483,7 @@ class Config:
         converter=_to_listeners, validator=_Expect("at least one listener", bool)
     )
     limits: LimitsConfig = field(factory=LimitsConfig)
+    log: LogConfig = field(factory=LogConfig)
     assignments: AssignmentsConfig | None = None
     policy: PolicyConfig = field(factory=PolicyConfig)
     home_servers: Mapping[str, HomeServer] = field(

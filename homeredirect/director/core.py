@@ -15,7 +15,6 @@ from collections.abc import Callable
 from attrs import frozen
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from homeredirect.director.decision import Decision, Local, Proxy, Redirect, Reject
@@ -23,6 +22,7 @@ from homeredirect.director.interfaces import IRoutingPolicy
 from homeredirect.director.responses import ResponseFactory
 from homeredirect.director.stateless_proxy import StatelessProxy
 from homeredirect.director.targets import Target
+from homeredirect.logs import FilteredLogger
 from homeredirect.resolve.errors import DirectoryUnavailable
 from homeredirect.resolve.interfaces import AddressOfRecord, Assignment, IAssignmentResolver
 from homeredirect.sip.errors import SipParseError
@@ -34,7 +34,7 @@ from homeredirect.sip.uri import SipUri, unescape
 from homeredirect.transaction.server import ServerTransaction, ServerTransactionTable
 from homeredirect.transport.flows import FlowClosed, IFlow, annotate_via, reply_address
 
-log = Logger()
+log = FilteredLogger()
 
 ALLOWED_METHODS = "REGISTER, OPTIONS, ACK, CANCEL"
 

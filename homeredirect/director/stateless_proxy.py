@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import hashlib
 
-from twisted.logger import Logger
-
 from homeredirect.director.targets import Target
+from homeredirect.logs import FilteredLogger
 from homeredirect.sip.headers import split_list
 from homeredirect.sip.message import Headers, Request, Response
 from homeredirect.sip.serialize import serialize
 from homeredirect.transport.flows import response_destination
 from homeredirect.transport.interfaces import ISipNetwork
 
-log = Logger()
+log = FilteredLogger()
 
 MAGIC_COOKIE = "z9hG4bK"
 DEFAULT_MAX_FORWARDS = 70

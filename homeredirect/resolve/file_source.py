@@ -27,12 +27,12 @@ from pathlib import Path
 from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from homeredirect.hostnames import normalize_hostname, normalize_uri_host
+from homeredirect.logs import FilteredLogger
 from homeredirect.resolve.errors import AssignmentFileError, DirectoryUnavailable
 from homeredirect.resolve.interfaces import AddressOfRecord, Assignment, IAssignmentResolver
 
@@ -167,7 +167,7 @@ class FileAssignmentResolver:
     The thread pool belongs to the caller, which starts and stops it (STYLE b.11).
     """
 
-    log = Logger()
+    log = FilteredLogger()
 
     def __init__(
         self,

@@ -7,8 +7,8 @@ with a reason that names the header, so that a 400 tells the peer what was wrong
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Union
 
 from attrs import frozen
 
@@ -25,7 +25,16 @@ from homeredirect.sip.uri import (
 )
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+#: A generic-param value that is not a quoted-string: token / host (RFC 3261 §25.1).
+_PARAM_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")
 _LWS = " \t"
+#: delta-seconds is 1*DIGIT, but Expires and the expires parameter must fit in
+#: 32 bits (RFC 3261 §20.19, §10.2.1.1).
+MAX_DELTA_SECONDS = 2**32 - 1
+#: RFC 3261 §8.1.1.5 and §20.16: a CSeq number is a 32-bit unsigned integer.  Only
+#: the *first* number of a dialog must be below 2**31; later ones may climb to
+#: 2**32 - 1 (§12.2.1.1), so a receiver accepts the whole unsigned range.
+MAX_CSEQ = 2**32 - 1
 
 #: RFC 3261 §7.3.3 and later RFCs: compact form -> canonical long name.
 COMPACT_FORMS = {
@@ -73,7 +82,7 @@ def canonical_name(name: str) -> str:
     return CANONICAL_NAMES.get(name.lower(), name)
 
 
-def _scan_quoted(text: str, start: int) -> int:
+def _scan_quoted(text: str, start: int, header: str | None = None) -> int:
     """Index just after the quoted-string that opens at *start* (RFC 3261 §25.1)."""
     i = start + 1
     n = len(text)
@@ -85,11 +94,18 @@ def _scan_quoted(text: str, start: int) -> int:
         if ch == '"':
             return i + 1
         i += 1
-    raise SipParseError(f"unterminated quoted string in {text!r}")
+    raise SipParseError(f"{_prefix(header)}unterminated quoted string in {text!r}")
 
 
-def split_list(value: str) -> list[str]:
-    """Split a comma-separated header value (RFC 3261 §7.3.1), not inside quotes or <>."""
+def _prefix(header: str | None) -> str:
+    return f"{header}: " if header else ""
+
+
+def split_list(value: str, header: str | None = None) -> list[str]:
+    """Split a comma-separated header value (RFC 3261 §7.3.1), not inside quotes or <>.
+
+    *header* names the field in error reasons.
+    """
     if "," not in value:
         stripped = value.strip(_LWS)
         return [stripped] if stripped else []
@@ -100,12 +116,12 @@ def split_list(value: str) -> list[str]:
     while i < n:
         ch = value[i]
         if ch == '"':
-            i = _scan_quoted(value, i)
+            i = _scan_quoted(value, i, header)
             continue
         if ch == "<":
             end = value.find(">", i)
             if end < 0:
-                raise SipParseError(f"unterminated <...> in {value!r}")
+                raise SipParseError(f"{_prefix(header)}unterminated <...> in {value!r}")
             i = end + 1
             continue
         if ch == ",":
@@ -114,7 +130,7 @@ def split_list(value: str) -> list[str]:
         i += 1
     items.append(value[start:].strip(_LWS))
     if any(not item for item in items):
-        raise SipParseError(f"empty element in list {value!r}")
+        raise SipParseError(f"{_prefix(header)}empty element in list {value!r}")
     return items
 
 
@@ -131,7 +147,7 @@ def parse_params(text: str, where: str) -> Params:
         while end < n and text[end] not in ';"':
             end += 1
         if end < n and text[end] == '"':
-            end = _scan_quoted(text, end)
+            end = _scan_quoted(text, end, where)
             while end < n and text[end] in _LWS:
                 end += 1
             if end < n and text[end] != ";":
@@ -143,9 +159,7 @@ def parse_params(text: str, where: str) -> Params:
             raise SipParseError(f"bad parameter {item.strip(_LWS)!r} in {where}")
         if sep:
             value = value.strip(_LWS)
-            if not value or (
-                not value.startswith('"') and not re.fullmatch(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+", value)
-            ):
+            if not value or (not value.startswith('"') and not _PARAM_VALUE_RE.fullmatch(value)):
                 raise SipParseError(f"bad value for parameter {name!r} in {where}")
             params.append((name, value))
         else:
@@ -212,10 +226,13 @@ _VIA_RE = re.compile(
 
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _HOSTNAME = rf"(?:{HOSTNAME}|{IPV4})"
+_IPV4_RE = re.compile(IPV4)
 _SIMPLE_PARAMS = rf"(?:;{_TOKEN}(?:={_TOKEN})?)*"
 #: The common shape of a Via, with no LWS, IPv6 or quoted values: matched in one
 #: call; anything else takes the general path below.
-_VIA_FAST_RE = re.compile(rf"SIP/2\.0/({_TOKEN}) ({_HOSTNAME})(?::([0-9]{{1,5}}))?({_SIMPLE_PARAMS})")
+_VIA_FAST_RE = re.compile(
+    rf"SIP/2\.0/({_TOKEN}) ({_HOSTNAME})(?::([0-9]{{1,5}}))?({_SIMPLE_PARAMS})"
+)
 
 
 def _simple_params(text: str) -> Params:
@@ -228,31 +245,30 @@ def _simple_params(text: str) -> Params:
 
 
 def parse_via(value: str) -> Via:
-    """Parse one via-parm (RFC 3261 §25.1), tolerating LWS around '/', ':' and ';'."""
+    """Parse one via-parm (RFC 3261 §25.1), tolerating LWS around '/', ':' and ';'.
+
+    received must be an IP address and rport empty or a port (RFC 3581 §4).
+    """
     fast = _VIA_FAST_RE.fullmatch(value)
     if fast is not None:
         transport, host, port_text, params_text = fast.groups()
         port = int(port_text) if port_text else None
         if port is None or 0 < port < 65536:
-            return Via(
-                transport.upper(),
-                host.lower(),
-                port,
-                _simple_params(params_text) if params_text else (),
-            )
+            params = _simple_params(params_text) if params_text else ()
+            if params:
+                _check_via_params(params)
+            return Via(transport.upper(), host.lower(), port, params)
     match = _VIA_RE.fullmatch(value.strip(_LWS))
     if match is None:
         raise SipParseError(f"bad Via {value!r}")
-    name, version, transport, hostport, params = match.groups()
+    name, version, transport, hostport, params_text = match.groups()
     hostport = re.sub(r"[ \t]+", "", hostport)
     try:
         host, port = split_hostport(hostport)
     except SipParseError as error:
         raise SipParseError(f"bad Via sent-by: {error.reason}") from None
-    parsed_params = parse_params(params, "Via") if params is not None else ()
-    branch = param_value(parsed_params, "branch")
-    if branch is not None and not TOKEN_RE.fullmatch(branch):
-        raise SipParseError(f"bad Via branch {branch!r}")
+    parsed_params = parse_params(params_text, "Via") if params_text is not None else ()
+    _check_via_params(parsed_params)
     return Via(
         transport=transport.upper(),
         host=host,
@@ -260,6 +276,36 @@ def parse_via(value: str) -> Via:
         params=parsed_params,
         protocol=f"{name.upper()}/{version}",
     )
+
+
+def _check_via_params(params: Params) -> None:
+    """RFC 3261 §20.42 via-branch (token), via-received (IP address) and RFC 3581 rport."""
+    for name, value in params:
+        key = name.lower()
+        if key == "branch":
+            if value is None or not TOKEN_RE.fullmatch(value):
+                raise SipParseError(f"bad Via branch {value!r}")
+        elif key == "received":
+            if value is None or not _is_ip_address(value):
+                raise SipParseError(f"bad Via received {value!r}: not an IP address")
+        elif key == "rport" and value is not None:
+            if not (value.isdigit() and value.isascii() and 0 < int(value) < 65536):
+                raise SipParseError(f"bad Via rport {value!r}")
+
+
+def _is_ip_address(text: str) -> bool:
+    """IPv4address / IPv6address, bracketed or not (RFC 3261 §25.1; RFC 5118 §4.5)."""
+    if _IPV4_RE.fullmatch(text):
+        return True
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if ":" not in text or "%" in text:
+        return False
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 @frozen
@@ -296,26 +342,27 @@ def parse_name_addr(value: str, header: str) -> NameAddr:
     """Parse ``( name-addr / addr-spec ) *( SEMI param )`` (RFC 3261 §20.10, §20.20, §20.39).
 
     Without angle brackets the URI ends at the first ';', and what follows are
-    header parameters (RFC 3261 §20).
+    header parameters (RFC 3261 §20); such an addr-spec must not hold a ',' or
+    '?' (§20.10: those need the name-addr form).
     """
     fast = _NAME_ADDR_FAST_RE.fullmatch(value)
     if fast is not None:
-        display, scheme, user, host, port_text, uri_params, params = fast.groups()
-        port = int(port_text) if port_text else None
-        if port is None or 0 < port < 65536:
-            uri = SipUri(
+        fast_display, scheme, user, host, port_text, uri_params, params = fast.groups()
+        fast_port = int(port_text) if port_text else None
+        if fast_port is None or 0 < fast_port < 65536:
+            sip_uri = SipUri(
                 scheme,
                 host.lower(),
                 user,
                 None,
-                port,
+                fast_port,
                 _simple_params(uri_params) if uri_params else (),
             )
-            return NameAddr(uri, display, _simple_params(params) if params else ())
+            return NameAddr(sip_uri, fast_display, _simple_params(params) if params else ())
     text = value.strip(_LWS)
     display: str | None = None
     if text.startswith('"'):
-        end = _scan_quoted(text, 0)
+        end = _scan_quoted(text, 0, header)
         display = text[:end]
         text = text[end:].lstrip(_LWS)
         if not text.startswith("<"):
@@ -331,12 +378,18 @@ def parse_name_addr(value: str, header: str) -> NameAddr:
         if gt < 0:
             raise SipParseError(f"{header}: unterminated <URI>")
         uri_text = text[lt + 1 : gt]
+        if uri_text != uri_text.strip(_LWS):
+            raise SipParseError(f"{header}: whitespace inside <{uri_text}>")
         rest = text[gt + 1 :].lstrip(_LWS)
     else:
         uri_text, semi, rest_ = text.partition(";")
         uri_text = uri_text.rstrip(_LWS)
         rest = ";" + rest_ if semi else ""
-        if any(c in uri_text for c in " \t,?"):
+        if "?" in uri_text or "," in uri_text:
+            raise SipParseError(
+                f"{header}: a URI with '?' or ',' must be enclosed in <> ({uri_text!r})"
+            )
+        if " " in uri_text or "\t" in uri_text:
             raise SipParseError(f"{header}: bad URI {uri_text!r}")
     try:
         uri = parse_uri(uri_text)
@@ -350,7 +403,7 @@ def parse_name_addr(value: str, header: str) -> NameAddr:
 
 @frozen
 class CSeq:
-    """CSeq (RFC 3261 §20.16): a sequence number below 2**31 and a method."""
+    """CSeq (RFC 3261 §20.16): a 32-bit unsigned sequence number and a method."""
 
     number: int
     method: str
@@ -359,16 +412,19 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
+_CSEQ_RE = re.compile(rf"([0-9]+)[ \t]+({_TOKEN})")
+
+
 def parse_cseq(value: str) -> CSeq:
-    parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not parts[0].isascii():
+    """Parse ``1*DIGIT LWS Method`` with the number at most 2**32 - 1 (RFC 3261 §20.16)."""
+    match = _CSEQ_RE.fullmatch(value)
+    if match is None:
         raise SipParseError(f"bad CSeq {value!r}")
-    number = int(parts[0])
-    if number >= 2**31:
-        raise SipParseError(f"CSeq number {parts[0]} is not below 2**31")
-    if not TOKEN_RE.fullmatch(parts[1]):
-        raise SipParseError(f"bad CSeq method {parts[1]!r}")
-    return CSeq(number, parts[1])
+    number_text, method = match.groups()
+    number = int(number_text)
+    if number > MAX_CSEQ:
+        raise SipParseError(f"CSeq number {number_text} does not fit in 32 bits")
+    return CSeq(number, method)
 
 
 def parse_small_int(value: str, header: str, maximum: int) -> int:
@@ -383,15 +439,33 @@ def parse_small_int(value: str, header: str, maximum: int) -> int:
 
 
 Star = str
-ContactList = Union[list[NameAddr], Star]
+ContactList = list[NameAddr] | Star
+_QVALUE_RE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 
 
 def parse_contacts(values: list[str]) -> ContactList:
-    """Parse Contact values (RFC 3261 §20.10): a list of name-addrs, or the lone ``*``."""
-    items = [item for value in values for item in split_list(value)]
+    """Parse Contact values (RFC 3261 §20.10): a list of name-addrs, or the lone ``*``.
+
+    The q and expires parameters are checked against their grammar (§25.1
+    qvalue, delta-seconds below 2**32).
+    """
+    items = [item for value in values for item in split_list(value, "Contact")]
     if items == ["*"]:
         return "*"
-    return [parse_name_addr(item, "Contact") for item in items]
+    if "*" in items:
+        raise SipParseError("Contact: '*' must be the only Contact value")
+    contacts = [parse_name_addr(item, "Contact") for item in items]
+    for contact in contacts:
+        for name, param in contact.params:
+            key = name.lower()
+            if key == "q":
+                if param is None or not _QVALUE_RE.fullmatch(param):
+                    raise SipParseError(f"Contact: bad q value {param!r}")
+            elif key == "expires":
+                if param is None:
+                    raise SipParseError("Contact: expires parameter without a value")
+                parse_small_int(param, "Contact expires parameter", MAX_DELTA_SECONDS)
+    return contacts
 
 
 def sip_uri_of(addr: NameAddr, header: str) -> SipUri:

@@ -14,20 +14,22 @@ answers RFC 5626 §3.5.1 keep-alive pings.  Every outcome is an event:
 from __future__ import annotations
 
 import re
-from typing import Union
 
 from attrs import frozen
 
 from homeredirect.sip.errors import MessageTooLarge, SipParseError, VersionNotSupported
 from homeredirect.sip.headers import CANONICAL_NAMES, TOKEN_RE
 from homeredirect.sip.message import Headers, Message, Request, Response
-from homeredirect.sip.uri import parse_uri
+from homeredirect.sip.uri import SipUri, Uri, parse_uri
 
 DEFAULT_MAX_MESSAGE_SIZE = 65_536
 
-_VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)", re.I)
-_STATUS_RE = re.compile(r"\d{3}")
-_SINGLETON_HEADERS = ("call-id", "cseq", "from", "to", "max-forwards", "content-length")
+_VERSION_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+)", re.I)
+_STATUS_RE = re.compile(r"[0-9]{3}")
+#: Fields that RFC 3261 §7.3.1 lets appear once only (they are not comma lists).
+_SINGLETON_HEADERS = (
+    "call-id", "cseq", "from", "to", "max-forwards", "content-length", "expires",
+)
 
 
 @frozen
@@ -57,7 +59,7 @@ class KeepAlivePing:
     """RFC 5626 §3.5.1: a CRLFCRLF ping on a stream, answered by a CRLF pong."""
 
 
-Event = Union[MessageReceived, MessageRejected, KeepAlivePing]
+Event = MessageReceived | MessageRejected | KeepAlivePing
 
 
 def _check_version(version: str) -> None:
@@ -68,23 +70,37 @@ def _check_version(version: str) -> None:
         raise VersionNotSupported(f"SIP-Version {version} not supported")
 
 
-class _Head:
-    """The start line and header fields of one message, read but not yet validated."""
+_NO_HEADERS = Headers()
 
-    __slots__ = ("body_offset", "content_length", "error", "headers", "is_request", "method", "start")
+
+class _Head:
+    """The start line and header fields of one message, read but not yet validated.
+
+    *error* is the first fault found in the header block; *framing_error* is a
+    fault of Content-Length, which on a stream means the next message cannot be
+    found (RFC 3261 §18.3).
+    """
+
+    __slots__ = (
+        "body_offset", "content_length", "error", "framing_error", "headers", "is_request",
+        "method", "start",
+    )
 
     def __init__(self) -> None:
         self.start = ""
         self.is_request = False
         self.method: str | None = None
-        self.headers = Headers()
+        self.headers = _NO_HEADERS
         self.content_length: int | None = None
         self.body_offset = 0
         self.error: SipParseError | None = None
+        self.framing_error: SipParseError | None = None
 
 
+#: One whole header line (RFC 3261 §7.3.1, after unfolding).  Anchored at a line
+#: start, so that ``findall`` cannot pick a field out of the middle of a bad line.
 _HEADER_LINE_RE = re.compile(
-    r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)\r\n"
+    r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)\r\n", re.M
 )
 _FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
 
@@ -108,7 +124,7 @@ def _entry_for(name: str) -> tuple[str, str]:
     return canonical, canonical.lower()
 
 
-def _read_head(data: bytes, head_end: int) -> _Head:
+def _read_head(data: bytes | bytearray, head_end: int) -> _Head:
     """Read start line and header fields of ``data[:head_end]`` (RFC 3261 §7.3).
 
     Errors in individual fields are recorded in ``head.error`` rather than raised,
@@ -123,13 +139,18 @@ def _read_head(data: bytes, head_end: int) -> _Head:
     else:
         head.start, block = text[:first_end], text[first_end + 2 :] + "\r\n"
     start = head.start
-    if start.endswith(" SIP/2.0") or (start[:4].upper() != "SIP/" and " SIP/" in start.upper()):
+    # A Request-Line ends in SIP-Version; a Status-Line starts with it (a method,
+    # being a token, cannot hold the '/' of "SIP/").
+    if (start.endswith(" SIP/2.0") or " SIP/" in start.upper()) and start[:4].upper() != "SIP/":
         head.is_request = True
         head.method = start.split(" ", 1)[0]
     if "\r\n " in block or "\r\n\t" in block:
         block = _FOLD_RE.sub(" ", block)
     pairs = _HEADER_LINE_RE.findall(block)
-    if len(pairs) != block.count("\r\n") or "\r" in block.replace("\r\n", "\n"):
+    # Each matched line holds exactly one CR and one LF: any other CR or LF (a bare
+    # one, or a line that did not match) makes the counts differ.
+    count = len(pairs)
+    if block.count("\n") != count or block.count("\r") != count:
         head.error = SipParseError(f"bad header line {_first_bad_line(block)!r}")
     fields: list[tuple[str, str]] = []
     index: dict[str, list[str]] = {}
@@ -148,18 +169,24 @@ def _read_head(data: bytes, head_end: int) -> _Head:
     lengths = index.get("content-length")
     if lengths is not None:
         if len(lengths) > 1:
-            head.error = head.error or SipParseError("more than one Content-Length header")
+            # RFC 4475 §3.3.9: conflicting lengths are a framing error.
+            head.framing_error = SipParseError("more than one Content-Length header")
         else:
             value = lengths[0]
             if value.isdigit() and value.isascii():
                 head.content_length = int(value)
             else:
-                head.error = head.error or SipParseError(f"bad Content-Length {value!r}")
+                # RFC 4475 §3.1.2.3: never use a negative or non-numeric value.
+                head.framing_error = SipParseError(f"bad Content-Length {value!r}")
+        if head.framing_error is not None and head.error is None:
+            head.error = head.framing_error
     return head
 
 
 def _first_bad_line(block: str) -> str:
     for line in block.split("\r\n"):
+        if "\r" in line or "\n" in line:
+            return line[:60]
         if line and not _HEADER_LINE_RE.fullmatch(line + "\r\n"):
             return line[:60]
     return block[:60]
@@ -180,14 +207,15 @@ def _build(head: _Head, body: bytes) -> Message:
     if head.is_request:
         parts = start.split(" ")
         if len(parts) != 3:
-            raise SipParseError("bad Request-Line: expected METHOD SP Request-URI SP SIP-Version")
+            raise _request_line_error(start)
         method, uri_text, version = parts
         if not TOKEN_RE.fullmatch(method):
             raise SipParseError(f"bad method {method!r}")
         _check_version(version)
-        message = Request(method, parse_uri(uri_text), headers, body, version)
+        message = Request(method, _parse_request_uri(uri_text), headers, body, version)
         cseq = message.cseq
         if cseq.method != method:
+            # RFC 4475 §3.1.2.17 and §3.1.2.18 (with an unknown method as well).
             raise SipParseError(f"CSeq method {cseq.method} does not match {method}")
         message.max_forwards  # noqa: B018 - validates the field
     else:
@@ -204,7 +232,41 @@ def _build(head: _Head, body: bytes) -> Message:
     message.from_addr  # noqa: B018
     message.to_addr  # noqa: B018
     message.call_id  # noqa: B018
+    if "contact" in index:
+        message.contacts  # noqa: B018
+    if "expires" in index:
+        message.expires  # noqa: B018 - RFC 4475 §3.1.2.4: at most 2**32 - 1
     return message
+
+
+def _request_line_error(start: str) -> SipParseError:
+    """Name what is wrong with a Request-Line that is not three SP-separated parts.
+
+    RFC 3261 §7.1 puts exactly one SP between the elements and none at the end
+    (RFC 4475 §3.1.2.9 and §3.1.2.10), and a Request-URI holds no whitespace
+    (§3.1.2.8).
+    """
+    if start.endswith(" "):
+        return SipParseError("bad Request-Line: SP after the SIP-Version")
+    if "  " in start:
+        return SipParseError("bad Request-Line: more than one SP between its elements")
+    if start.count(" ") > 2:
+        return SipParseError("bad Request-URI: it contains whitespace")
+    return SipParseError("bad Request-Line: expected Method SP Request-URI SP SIP-Version")
+
+
+def _parse_request_uri(text: str) -> Uri:
+    """Parse the Request-URI: no <> around it (RFC 4475 §3.1.2.7) and no headers in a
+    SIP URI (RFC 3261 §19.1.1 table 1, RFC 4475 §3.1.2.11)."""
+    if text.startswith("<"):
+        raise SipParseError(f"bad Request-URI {text!r}: it must not be enclosed in <>")
+    try:
+        uri = parse_uri(text)
+    except SipParseError as error:
+        raise SipParseError(f"bad Request-URI: {error.reason}") from None
+    if isinstance(uri, SipUri) and uri.headers is not None:
+        raise SipParseError(f"bad Request-URI {text!r}: headers are not allowed in it")
+    return uri
 
 
 def _rejected(head: _Head, error: SipParseError, fatal: bool = False) -> MessageRejected:
@@ -228,6 +290,12 @@ def parse_datagram(data: bytes, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     head_end = data.find(b"\r\n\r\n")
     if head_end < 0:
         head = _read_head(data, len(data.rstrip(b"\r\n")))
+        try:
+            # Name a fault of the fields if there is one (RFC 4475 §3.1.2.15 lacks
+            # the empty line too, but what it is about is the display names).
+            _build(head, b"")
+        except SipParseError as error:
+            return _rejected(head, error)
         return _rejected(head, SipParseError("no empty line after the header fields"))
     head = _read_head(data, head_end)
     if len(data) > max_message_size:
@@ -294,13 +362,17 @@ class StreamParser:
                     head = _read_head(bytes(buffer[: self._max]), self._max)
                     return _rejected(head, MessageTooLarge("header fields too large"), fatal=True)
                 return None
-            head = _read_head(bytes(buffer[:head_end]), head_end)
-            if head.content_length is None and head.error is None:
-                head.content_length = 0
+            head = _read_head(buffer, head_end)
+            if head.framing_error is not None:
+                return _rejected(head, head.framing_error, fatal=True)
             if head.content_length is None:
-                return _rejected(head, head.error or SipParseError("bad Content-Length"), fatal=True)
+                # §18.3 requires Content-Length on a stream; without one, the
+                # message is taken to have no body (an RFC 2543 INVITE's body
+                # is then read as the start of the next message).
+                head.content_length = 0
             if head.body_offset + head.content_length > self._max:
-                return _rejected(head, MessageTooLarge(f"message larger than {self._max} bytes"), fatal=True)
+                error = MessageTooLarge(f"message larger than {self._max} bytes")
+                return _rejected(head, error, fatal=True)
             self._head = head
         head = self._head
         assert head.content_length is not None

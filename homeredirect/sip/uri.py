@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Union
 
 from attrs import frozen
 
@@ -38,15 +37,16 @@ _ABSOLUTE_REST_RE = re.compile(r"[^\s<>\"]+")
 _TEL_RE = re.compile(r"\+?[0-9A-Fa-f*#\-.()pPwW]+")
 _UNESCAPE_RE = re.compile(rb"%([0-9A-Fa-f]{2})")
 
-Params = tuple[tuple[str, Union[str, None]], ...]
+Params = tuple[tuple[str, str | None], ...]
 
 
 def unescape(text: str) -> str:
     """Decode %HH escapes (RFC 3261 §19.1.2) as UTF-8, keeping odd bytes recoverable."""
     if "%" not in text:
         return text
-    raw = _UNESCAPE_RE.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8", "surrogateescape"))
-    return raw.decode("utf-8", "surrogateescape")
+    raw = text.encode("utf-8", "surrogateescape")
+    decoded = _UNESCAPE_RE.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
+    return decoded.decode("utf-8", "surrogateescape")
 
 
 def parse_host(text: str) -> str:
@@ -54,6 +54,9 @@ def parse_host(text: str) -> str:
     if text.startswith("["):
         if not text.endswith("]"):
             raise SipParseError(f"unterminated IPv6 reference {text!r}")
+        if "%" in text:
+            # ipaddress accepts RFC 4007 zone ids; RFC 3261 §25.1 IPv6reference does not.
+            raise SipParseError(f"bad IPv6 reference {text!r}")
         try:
             ipaddress.IPv6Address(text[1:-1])
         except ValueError:
@@ -174,7 +177,7 @@ class AbsoluteUri:
         return f"{self.scheme}:{self.rest}"
 
 
-Uri = Union[SipUri, TelUri, AbsoluteUri]
+Uri = SipUri | TelUri | AbsoluteUri
 
 
 def parse_uri(text: str) -> Uri:

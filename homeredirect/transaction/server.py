@@ -19,8 +19,8 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
+from homeredirect.logs import FilteredLogger
 from homeredirect.sip.message import Headers, Request, Response
 from homeredirect.sip.serialize import serialize
 from homeredirect.transaction.keys import (
@@ -38,7 +38,7 @@ from homeredirect.transaction.timers import (
     TimerSettings,
 )
 
-log = Logger()
+log = FilteredLogger()
 
 Send = Callable[[bytes], None]
 """Writes bytes to the peer over the request's flow; may raise on a broken connection."""
@@ -515,6 +515,8 @@ class ServerTransactionTable:
         self._clock = clock
         self._log_transitions = log_transitions
         self._transactions: dict[TransactionKey, ServerTransaction] = {}
+        # The key `absorb` computed last, which `create` usually needs next.
+        self._keyed: tuple[Request | None, TransactionKey] = (None, ())
         self._queues: dict[float, FixedDelayQueue] = {}
         self._timer_trying = self._queue(TRYING_DELAY)
         self._timer_h = self._queue(timers.timer_h)
@@ -530,6 +532,7 @@ class ServerTransactionTable:
         treats it as new (an ACK that matches nothing is a stray ACK, the TU's business).
         """
         key = server_transaction_key(request)
+        self._keyed = (request, key)
         transaction = self._transactions.get(key)
         if request.method == "ACK":
             return self._absorb_ack(key, transaction)
@@ -565,7 +568,10 @@ class ServerTransactionTable:
         method = request.method
         if method == "ACK":
             raise ValueError("an ACK does not create a server transaction (RFC 3261 §17.2.3)")
-        key = server_transaction_key(request)
+        keyed, key = self._keyed
+        if keyed is not request:
+            key = server_transaction_key(request)
+        self._keyed = (None, ())
         if key in self._transactions:
             raise DuplicateTransaction(f"request matches live server transaction {key!r}")
         transaction: ServerTransaction

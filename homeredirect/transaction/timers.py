@@ -16,9 +16,10 @@ from collections.abc import Callable
 
 from attrs import Attribute, field, frozen
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 
-log = Logger()
+from homeredirect.logs import FilteredLogger
+
+log = FilteredLogger()
 
 TRYING_DELAY = 0.2
 """RFC 3261 §17.2.1: an INVITE server transaction sends 100 (Trying) unless the

@@ -14,17 +14,22 @@ import ipaddress
 from collections.abc import Callable
 
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorCore, IReactorTCP, IReactorTime
-from twisted.logger import Logger
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IReactorCore,
+    IReactorTCP,
+    IReactorTime,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from homeredirect.logs import FilteredLogger
 from homeredirect.transport.flows import DEFAULT_PORTS, FlowClosed
 from homeredirect.transport.interfaces import Address, ISipNetwork
 from homeredirect.transport.stream import ConnectionRegistry, SipStreamFactory, SipStreamProtocol
 from homeredirect.transport.udp import SipDatagramProtocol
 
-log = Logger()
+log = FilteredLogger()
 
 
 class _Reactor(IReactorTCP, IReactorTime, IReactorCore):  # type: ignore[misc]

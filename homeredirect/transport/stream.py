@@ -14,16 +14,16 @@ from OpenSSL import SSL
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from homeredirect.logs import FilteredLogger
 from homeredirect.sip.parser import KeepAlivePing, MessageReceived, MessageRejected, StreamParser
 from homeredirect.transport.flows import Address, FlowClosed, IFlow
 from homeredirect.transport.sink import IMessageSink
 
-log = Logger()
+log = FilteredLogger()
 
 
 def _address(address: IAddress) -> Address:

@@ -16,10 +16,11 @@ from pathlib import Path
 from attrs import frozen
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from twisted.logger import Logger
 from zope.interface import implementer
 
-log = Logger()
+from homeredirect.logs import FilteredLogger
+
+log = FilteredLogger()
 
 #: Forward-secret AEAD suites for TLS 1.2; TLS 1.3 suites are OpenSSL's defaults.
 _CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"

@@ -11,14 +11,14 @@ from __future__ import annotations
 import socket
 
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from homeredirect.logs import FilteredLogger
 from homeredirect.sip.parser import MessageReceived, MessageRejected, parse_datagram
 from homeredirect.transport.flows import Address, IFlow
 from homeredirect.transport.sink import IMessageSink
 
-log = Logger()
+log = FilteredLogger()
 
 
 @implementer(IFlow)
