@@ -3,8 +3,9 @@
 
 Measures, per transaction, over UDP (Timer J = 32 s) on a task.Clock:
 
-* absorb (miss) + create + respond (final, serialized once) + absorb a retransmission;
-* the Timer J expiry that removes it from the table;
+* absorb (a miss) + create + respond (a 301, serialized once);
+* absorb a retransmission (the 301 is resent);
+* the Timer J expiry that removes the transaction from the table;
 * the same for the INVITE path a redirect takes (302, ACK, Timer I);
 * bytes held per completed transaction (tracemalloc), excluding the request,
   which the caller parsed, and the request's own size, which the transaction
@@ -68,8 +69,8 @@ def discard(data: bytes) -> None:
     pass
 
 
-def non_invite_round(count: int) -> tuple[float, float]:
-    """Seconds per transaction for (create + respond + absorb, Timer J expiry)."""
+def non_invite_round(count: int) -> tuple[float, float, float]:
+    """Seconds per transaction for (absorb + create + respond, absorb a retransmission, Timer J)."""
     requests = [parse(REGISTER, n) for n in range(count)]
     retransmissions = [parse(REGISTER, n) for n in range(count)]
     responses = [redirect(r) for r in requests]
@@ -78,16 +79,18 @@ def non_invite_round(count: int) -> tuple[float, float]:
     gc.collect()
     gc.disable()
     start = time.perf_counter()
-    for request, retransmission, response in zip(requests, retransmissions, responses):
+    for request, response in zip(requests, responses, strict=True):
         if not table.absorb(request):
             table.create(request, discard, False).respond(response)
+    created = time.perf_counter()
+    for retransmission in retransmissions:
         table.absorb(retransmission)
-    middle = time.perf_counter()
+    absorbed = time.perf_counter()
     clock.advance(32)
     end = time.perf_counter()
     gc.enable()
     assert len(table) == 0
-    return (middle - start) / count, (end - middle) / count
+    return (created - start) / count, (absorbed - created) / count, (end - absorbed) / count
 
 
 def invite_round(count: int) -> tuple[float, float]:
@@ -100,7 +103,7 @@ def invite_round(count: int) -> tuple[float, float]:
     gc.collect()
     gc.disable()
     start = time.perf_counter()
-    for request, ack, response in zip(requests, acks, responses):
+    for request, ack, response in zip(requests, acks, responses, strict=True):
         if not table.absorb(request):
             table.create(request, discard, False).respond(response)
         table.absorb(ack)
@@ -121,7 +124,7 @@ def memory(count: int) -> tuple[float, float]:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    for request, response in zip(requests, responses):
+    for request, response in zip(requests, responses, strict=True):
         table.create(request, discard, False).respond(response)
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
@@ -148,7 +151,8 @@ def main() -> None:
     per_tx, per_request = memory(args.count)
     us = 1e6
     print(f"non-INVITE, {args.count} transactions x {args.repeat} runs (best / median):")
-    for label, index in (("absorb + create + respond + absorb retransmission", 0), ("Timer J", 1)):
+    labels = ("absorb (miss) + create + respond 301", "absorb a retransmission", "Timer J expiry")
+    for index, label in enumerate(labels):
         values = [run[index] * us for run in runs]
         print(f"  {label:52} {min(values):6.2f} / {statistics.median(values):6.2f} us")
     total = [sum(run) * us for run in runs]

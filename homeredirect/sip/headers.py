@@ -14,14 +14,16 @@ from attrs import frozen
 
 from homeredirect.sip.errors import SipParseError
 from homeredirect.sip.uri import (
-    HOSTNAME,
+    HOST_NAME_OR_IPV4,
     IPV4,
+    SIP_PARAMCHARS,
     SIP_USER,
     Params,
     SipUri,
     Uri,
     parse_uri,
     split_hostport,
+    split_simple_params,
 )
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
@@ -225,23 +227,13 @@ _VIA_RE = re.compile(
 
 
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
-_HOSTNAME = rf"(?:{HOSTNAME}|{IPV4})"
 _IPV4_RE = re.compile(IPV4)
 _SIMPLE_PARAMS = rf"(?:;{_TOKEN}(?:={_TOKEN})?)*"
 #: The common shape of a Via, with no LWS, IPv6 or quoted values: matched in one
 #: call; anything else takes the general path below.
 _VIA_FAST_RE = re.compile(
-    rf"SIP/2\.0/({_TOKEN}) ({_HOSTNAME})(?::([0-9]{{1,5}}))?({_SIMPLE_PARAMS})"
+    rf"SIP/2\.0/({_TOKEN}) ({HOST_NAME_OR_IPV4})(?::([0-9]{{1,5}}))?({_SIMPLE_PARAMS})"
 )
-
-
-def _simple_params(text: str) -> Params:
-    """Split params already checked against _SIMPLE_PARAMS (text starts with ';')."""
-    params: list[tuple[str, str | None]] = []
-    for item in text[1:].split(";"):
-        name, sep, value = item.partition("=")
-        params.append((name, value if sep else None))
-    return tuple(params)
 
 
 def parse_via(value: str) -> Via:
@@ -254,7 +246,7 @@ def parse_via(value: str) -> Via:
         transport, host, port_text, params_text = fast.groups()
         port = int(port_text) if port_text else None
         if port is None or 0 < port < 65536:
-            params = _simple_params(params_text) if params_text else ()
+            params = split_simple_params(params_text) if params_text else ()
             if params:
                 _check_via_params(params)
             return Via(transport.upper(), host.lower(), port, params)
@@ -328,13 +320,12 @@ class NameAddr:
         return f"{display}<{self.uri}>{_format_params(self.params)}"
 
 
-_URI_PARAMCHARS = r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+"
 #: The common shape of From/To/Contact: an optional quoted or token display name
 #: and a sip/sips URI with plain parameters in angle brackets.
 _NAME_ADDR_FAST_RE = re.compile(
-    rf"(\"(?:[^\"\\\r\n]|\\[^\r\n])*\"|{_TOKEN}(?: {_TOKEN})*)? ?"
-    rf"<(sips?):(?:({SIP_USER})@)?({_HOSTNAME})(?::([0-9]{{1,5}}))?"
-    rf"((?:;{_URI_PARAMCHARS}(?:={_URI_PARAMCHARS})?)*)>({_SIMPLE_PARAMS})"
+    rf"(\"(?:[^\"\\\r\n]++|\\[^\r\n])*+\"|{_TOKEN}(?: {_TOKEN})*)? ?"
+    rf"<(sips?):(?:({SIP_USER})@)?({HOST_NAME_OR_IPV4})(?::([0-9]{{1,5}}))?"
+    rf"((?:;{SIP_PARAMCHARS}(?:={SIP_PARAMCHARS})?)*+)>({_SIMPLE_PARAMS})"
 )
 
 
@@ -356,9 +347,9 @@ def parse_name_addr(value: str, header: str) -> NameAddr:
                 user,
                 None,
                 fast_port,
-                _simple_params(uri_params) if uri_params else (),
+                split_simple_params(uri_params) if uri_params else (),
             )
-            return NameAddr(sip_uri, fast_display, _simple_params(params) if params else ())
+            return NameAddr(sip_uri, fast_display, split_simple_params(params) if params else ())
     text = value.strip(_LWS)
     display: str | None = None
     if text.startswith('"'):
@@ -367,7 +358,12 @@ def parse_name_addr(value: str, header: str) -> NameAddr:
         text = text[end:].lstrip(_LWS)
         if not text.startswith("<"):
             raise SipParseError(f"{header}: quoted display name not followed by <URI>")
+    # A '<' opens a name-addr only before any ';' or '"': after them it is inside
+    # a header parameter of an addr-spec (``sip:a@b;note="<x>"``).
     lt = text.find("<")
+    semi = text.find(";", 0, lt) if lt > 0 else -1
+    if lt > 0 and (semi >= 0 or '"' in text[:lt]):
+        lt = -1
     if lt >= 0:
         if lt > 0:
             tokens = text[:lt].split()

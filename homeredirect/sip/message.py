@@ -192,7 +192,7 @@ class _CommonFields:
         values = self.headers._index.get("via")
         if not values:
             raise SipParseError("missing Via header")
-        return tuple(parse_via(item) for value in values for item in split_list(value, "Via"))
+        return tuple([parse_via(item) for value in values for item in split_list(value, "Via")])
 
     @_ParsedOnce
     def from_addr(self) -> NameAddr:

@@ -26,10 +26,6 @@ DEFAULT_MAX_MESSAGE_SIZE = 65_536
 
 _VERSION_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+)", re.I)
 _STATUS_RE = re.compile(r"[0-9]{3}")
-#: Fields that RFC 3261 §7.3.1 lets appear once only (they are not comma lists).
-_SINGLETON_HEADERS = (
-    "call-id", "cseq", "from", "to", "max-forwards", "content-length", "expires",
-)
 
 
 @frozen
@@ -193,15 +189,16 @@ def _first_bad_line(block: str) -> str:
 
 
 def _build(head: _Head, body: bytes) -> Message:
-    """Validate *head* into a Request or Response, raising SipParseError."""
+    """Validate *head* into a Request or Response, raising SipParseError.
+
+    Reading each typed field validates it, including that a field which may
+    appear once (RFC 3261 §7.3.1) does: Call-ID, CSeq, From, To, Max-Forwards,
+    Expires; `_read_head` has checked Content-Length.
+    """
     if head.error is not None:
         raise head.error
     headers = head.headers
     index = headers._index
-    for name in _SINGLETON_HEADERS:
-        values = index.get(name)
-        if values is not None and len(values) > 1:
-            raise SipParseError(f"more than one {CANONICAL_NAMES[name]} header")
     message: Message
     start = head.start
     if head.is_request:
@@ -211,7 +208,8 @@ def _build(head: _Head, body: bytes) -> Message:
         method, uri_text, version = parts
         if not TOKEN_RE.fullmatch(method):
             raise SipParseError(f"bad method {method!r}")
-        _check_version(version)
+        if version != "SIP/2.0":
+            _check_version(version)
         message = Request(method, _parse_request_uri(uri_text), headers, body, version)
         cseq = message.cseq
         if cseq.method != method:
@@ -232,10 +230,10 @@ def _build(head: _Head, body: bytes) -> Message:
     message.from_addr  # noqa: B018
     message.to_addr  # noqa: B018
     message.call_id  # noqa: B018
-    if "contact" in index:
-        message.contacts  # noqa: B018
     if "expires" in index:
         message.expires  # noqa: B018 - RFC 4475 §3.1.2.4: at most 2**32 - 1
+    if "contact" in index:
+        message.contacts  # noqa: B018 - RFC 4475 §3.1.2.13: '?' needs <>
     return message
 
 
@@ -327,6 +325,9 @@ class StreamParser:
         self._max = max_message_size
         self._head: _Head | None = None
         self._broken = False
+        # Where the search for the end of the header fields resumes, so that a
+        # header block trickling in byte by byte is not rescanned from its start.
+        self._scan_from = 0
 
     def feed(self, data: bytes) -> list[Event]:
         if self._broken:
@@ -355,9 +356,11 @@ class StreamParser:
                 if len(buffer) < 4 and b"\r\n\r\n".startswith(bytes(buffer)):
                     return None
                 del buffer[:2]
+                self._scan_from = 0
                 return self._next_event()
-            head_end = buffer.find(b"\r\n\r\n")
+            head_end = buffer.find(b"\r\n\r\n", self._scan_from)
             if head_end < 0:
+                self._scan_from = max(0, len(buffer) - 3)
                 if len(buffer) > self._max:
                     head = _read_head(bytes(buffer[: self._max]), self._max)
                     return _rejected(head, MessageTooLarge("header fields too large"), fatal=True)
@@ -382,6 +385,7 @@ class StreamParser:
         body = bytes(buffer[head.body_offset : end])
         del buffer[:end]
         self._head = None
+        self._scan_from = 0
         try:
             return MessageReceived(_build(head, body))
         except SipParseError as error:

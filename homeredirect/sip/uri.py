@@ -14,14 +14,19 @@ from attrs import frozen
 
 from homeredirect.sip.errors import SipParseError
 
+# The character runs below are possessive (``++``): none of their characters can
+# also follow them, so giving some back never helps a match, and Python's
+# backtracking engine is spared trying it (RFC 4475 §3.1.1.7 has long runs).
 _ESCAPED = r"%[0-9A-Fa-f]{2}"
 _UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
 #: RFC 3261 §25.1 user: unreserved, escaped and user-unreserved characters.
-SIP_USER = rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})+"
+SIP_USER = rf"(?:[{_UNRESERVED}&=+$,;?/]++|{_ESCAPED})++"
+#: RFC 3261 §25.1 paramchar, for uri-parameter names and values.
+SIP_PARAMCHARS = rf"(?:[{_UNRESERVED}\[\]/:&+$]++|{_ESCAPED})++"
 _USER_RE = re.compile(SIP_USER)
-_PASSWORD_RE = re.compile(rf"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*")
-_PARAMCHAR_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})+")
-_HEADERS_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/?:+$=&]|{_ESCAPED})*")
+_PASSWORD_RE = re.compile(rf"(?:[{_UNRESERVED}&=+$,]++|{_ESCAPED})*+")
+_PARAMCHAR_RE = re.compile(SIP_PARAMCHARS)
+_HEADERS_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/?:+$=&]++|{_ESCAPED})*+")
 #: RFC 3261 §25.1 hostname: the top label starts with a letter, so that an
 #: all-numeric name is an IPv4 address and nothing else.
 HOSTNAME = (
@@ -29,6 +34,9 @@ HOSTNAME = (
 )
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+#: hostname / IPv4address, IPv4 tried first: it fails at once on a name, while
+#: the hostname pattern backtracks through every label of an address.
+HOST_NAME_OR_IPV4 = rf"(?:{IPV4}|{HOSTNAME})"
 _HOSTNAME_RE = re.compile(HOSTNAME)
 _IPV4_RE = re.compile(IPV4)
 _DOTTED_DIGITS_RE = re.compile(r"[0-9.]+")
@@ -36,6 +44,12 @@ _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _ABSOLUTE_REST_RE = re.compile(r"[^\s<>\"]+")
 _TEL_RE = re.compile(r"\+?[0-9A-Fa-f*#\-.()pPwW]+")
 _UNESCAPE_RE = re.compile(rb"%([0-9A-Fa-f]{2})")
+#: The common shape of a SIP URI (no password, IPv6 or headers), matched in one
+#: call; anything else takes the general path of `parse_uri`.
+_SIP_URI_FAST_RE = re.compile(
+    rf"(sips?):(?:({SIP_USER})@)?({HOST_NAME_OR_IPV4})(?::([0-9]{{1,5}}))?"
+    rf"((?:;{SIP_PARAMCHARS}(?:={SIP_PARAMCHARS})?)*+)"
+)
 
 Params = tuple[tuple[str, str | None], ...]
 
@@ -90,6 +104,15 @@ def split_hostport(text: str) -> tuple[str, int | None]:
             raise SipParseError(f"bad port in {text!r}")
         port = int(port_text)
     return parse_host(host), port
+
+
+def split_simple_params(text: str) -> Params:
+    """Split ``;name[=value]`` parameters that a fast pattern already checked."""
+    params: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, sep, value = item.partition("=")
+        params.append((name, value if sep else None))
+    return tuple(params)
 
 
 def _parse_uri_params(text: str) -> Params:
@@ -185,6 +208,13 @@ def parse_uri(text: str) -> Uri:
 
     Raises SipParseError naming the fault.
     """
+    fast = _SIP_URI_FAST_RE.fullmatch(text)
+    if fast is not None:
+        scheme, user, host, port_text, params = fast.groups()
+        port = int(port_text) if port_text else None
+        if port is None or 0 < port < 65536:
+            uri_params = split_simple_params(params) if params else ()
+            return SipUri(scheme, host.lower(), user, None, port, uri_params)
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME_RE.fullmatch(scheme):
         raise SipParseError(f"bad URI {text!r}")

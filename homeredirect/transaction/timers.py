@@ -27,7 +27,8 @@ TU has answered within 200 ms."""
 
 
 def _positive_seconds(instance: object, attribute: Attribute[float], value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):
         raise ValueError(f"{attribute.name} must be a positive number of seconds, not {value!r}")
 
 
@@ -115,10 +116,7 @@ class FixedDelayQueue:
         self._entries: deque[TimerHandle] = deque()
         self._live = 0
         self._call: IDelayedCall | None = None
-
-    @property
-    def delay(self) -> float:
-        return self._delay
+        self._due: list[TimerHandle] = []
 
     def schedule(self, callback: Callable[[], None]) -> TimerHandle:
         """Call *callback* once, *delay* seconds from now, unless the handle is cancelled first."""
@@ -135,7 +133,7 @@ class FixedDelayQueue:
 
     def stop(self) -> None:
         """Cancel every timer and the pending DelayedCall (service shutdown)."""
-        for handle in self._entries:
+        for handle in (*self._entries, *self._due):
             handle._callback = None
         self._live = 0
         self._clear()
@@ -153,7 +151,7 @@ class FixedDelayQueue:
         self._call = None
         now = self._clock.seconds()
         entries = self._entries
-        due: list[TimerHandle] = []
+        self._due = due = []
         while entries and entries[0]._deadline <= now:
             due.append(entries.popleft())
         if entries:
@@ -170,3 +168,4 @@ class FixedDelayQueue:
                 log.failure(
                     "timer callback {callback!r} failed", callback=callback, delay=self._delay
                 )
+        self._due = []

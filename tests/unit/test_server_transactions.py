@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from functools import partial
+from typing import cast
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import ILogObserver, LogEvent, LogLevel, capturedLogs, globalLogPublisher
 
+from homeredirect.logs import set_level
 from homeredirect.sip.message import Headers, Request, Response
 from homeredirect.sip.parser import MessageReceived, parse_datagram
 from homeredirect.transaction.keys import server_transaction_key
@@ -91,6 +94,27 @@ class Peer:
 
     def statuses(self) -> list[int]:
         return [int(data.split(b" ", 2)[1]) for data in self.sent]
+
+
+@pytest.fixture(autouse=True)
+def logged_failures() -> Iterator[list[LogEvent]]:
+    """Fail a test that logged a failure it did not expect.
+
+    Timer callbacks run inside `FixedDelayQueue`, which logs their exceptions
+    (UndefinedTransition among them) rather than raising them into the test.
+    A test expecting a failure removes it from the list.
+    """
+    failures: list[LogEvent] = []
+
+    def record(event: LogEvent) -> None:
+        if "log_failure" in event:
+            failures.append(event)
+
+    observe = cast(ILogObserver, record)
+    globalLogPublisher.addObserver(observe)
+    yield failures
+    globalLogPublisher.removeObserver(observe)
+    assert [event["log_failure"].getTraceback() for event in failures] == []
 
 
 def start(
@@ -219,7 +243,9 @@ def test_callback_may_reschedule_on_its_own_queue_without_delaying_others() -> N
     assert fired == [("first", 4.0), ("second", 5.0), ("again", 8.0)]
 
 
-def test_failing_callback_is_logged_and_the_others_still_fire() -> None:
+def test_failing_callback_is_logged_and_the_others_still_fire(
+    logged_failures: list[LogEvent],
+) -> None:
     clock = Clock()
     queue = FixedDelayQueue(clock, 1)
     fired: list[str] = []
@@ -229,10 +255,10 @@ def test_failing_callback_is_logged_and_the_others_still_fire() -> None:
 
     queue.schedule(broken)
     queue.schedule(lambda: fired.append("after"))
-    with capturedLogs() as events:
-        clock.advance(1)
+    clock.advance(1)
     assert fired == ["after"]
-    assert [e["log_failure"].type for e in events if "log_failure" in e] == [RuntimeError]
+    assert [e["log_failure"].type for e in logged_failures] == [RuntimeError]
+    logged_failures.clear()
 
 
 def test_stop_cancels_the_pending_call_and_every_timer() -> None:
@@ -246,6 +272,18 @@ def test_stop_cancels_the_pending_call_and_every_timer() -> None:
     assert len(queue) == 0
     clock.advance(2)
     assert fired == []
+
+
+def test_stop_from_a_callback_cancels_the_timers_due_with_it() -> None:
+    clock = Clock()
+    queue = FixedDelayQueue(clock, 1)
+    fired: list[str] = []
+    queue.schedule(queue.stop)
+    queue.schedule(lambda: fired.append("after stop"))
+    clock.advance(1)
+    assert fired == []
+    assert len(queue) == 0
+    assert clock.getDelayedCalls() == []
 
 
 def test_queue_rejects_a_negative_delay() -> None:
@@ -342,10 +380,26 @@ def test_stray_ack_is_not_absorbed() -> None:
 def test_non_invite_request_creates_a_non_invite_transaction() -> None:
     _, table, peer, transaction = start(request())
     assert isinstance(transaction, NonInviteServerTransaction)
-    assert transaction.request == request()
     assert transaction.key == server_transaction_key(request())
     assert len(table) == 1
     assert peer.sent == []
+
+
+def test_completed_transaction_keeps_the_response_bytes_but_not_the_request() -> None:
+    import gc
+    import weakref
+
+    original = request()
+    _, table, peer, transaction = start(original)
+    seen = weakref.ref(original)
+    del original
+    gc.collect()
+    assert seen() is not None  # held while the TU has not answered
+    transaction.respond(response(request(), 301))
+    gc.collect()
+    assert seen() is None
+    assert table.absorb(request())
+    assert peer.sent[-1] == peer.sent[0]
 
 
 def test_retransmission_in_trying_is_absorbed_silently() -> None:
@@ -428,19 +482,32 @@ def test_many_transactions_share_one_delayed_call_for_timer_j() -> None:
     assert len(table) == 0
 
 
-def test_second_final_response_is_discarded_and_logged() -> None:
+@pytest.mark.parametrize("status", [180, 200, 500])
+def test_response_after_the_final_one_is_discarded_and_logged(status: int) -> None:
     req = request()
     _, table, peer, transaction = start(req)
     transaction.respond(response(req, 301))
     with capturedLogs() as events:
-        transaction.respond(response(req, 500))
+        transaction.respond(response(req, status))
     assert peer.statuses() == [301]
     [event] = events
     assert event["log_level"] == LogLevel.info
-    assert event["status"] == 500
+    assert event["status"] == status
     assert event["state"] == "Completed"
     assert table.absorb(req)
     assert peer.statuses() == [301, 301]
+
+
+@pytest.mark.parametrize("status", [200, 404])
+def test_final_response_after_a_provisional_completes(status: int) -> None:
+    req = request()
+    clock, table, peer, transaction = start(req)
+    transaction.respond(response(req, 100, "Trying", to_tag=None))
+    transaction.respond(response(req, status))
+    assert table.absorb(req)
+    assert peer.statuses() == [100, status, status]
+    clock.advance(32)
+    assert len(table) == 0
 
 
 def test_transport_error_terminates_and_removes_the_transaction() -> None:
@@ -500,9 +567,17 @@ def test_input_without_a_row_raises_undefined_transition() -> None:
     assert (raised.value.state, raised.value.input) == (State.TRYING, Input.TIMER_J)
 
 
-def test_state_changes_are_logged_at_debug_level_when_asked() -> None:
+@pytest.fixture
+def debug_logging() -> Iterator[None]:
+    set_level("debug")
+    yield
+    set_level("info")
+
+
+@pytest.mark.usefixtures("debug_logging")
+def test_state_changes_are_logged_at_debug_level() -> None:
     clock = Clock()
-    table = ServerTransactionTable(clock, log_transitions=True)
+    table = ServerTransactionTable(clock)
     req = request()
     with capturedLogs() as events:
         table.create(req, Peer().send, reliable=False).respond(response(req, 301))
@@ -514,7 +589,7 @@ def test_state_changes_are_logged_at_debug_level_when_asked() -> None:
     assert events[0]["key"] == server_transaction_key(req)
 
 
-def test_state_changes_are_not_logged_by_default() -> None:
+def test_state_changes_are_not_logged_at_info_level() -> None:
     req = request()
     with capturedLogs() as events:
         clock, _, _, transaction = start(req)
@@ -745,15 +820,26 @@ def test_failing_100_trying_terminates() -> None:
     assert len(table) == 0
 
 
-def test_response_from_tu_in_confirmed_is_discarded() -> None:
+@pytest.mark.parametrize("status", [180, 200, 486])
+def test_response_from_tu_in_confirmed_is_discarded(status: int) -> None:
     req = invite()
     _, table, peer, transaction = start(req)
     transaction.respond(response(req, 302))
     table.absorb(ack())
     with capturedLogs() as events:
-        transaction.respond(response(req, 200, "OK"))
+        transaction.respond(response(req, status))
     assert peer.statuses() == [302]
     assert events[0]["state"] == "Confirmed"
+
+
+def test_transport_error_in_confirmed_terminates() -> None:
+    req = invite()
+    clock, table, _, transaction = start(req)
+    transaction.respond(response(req, 302))
+    table.absorb(ack())
+    transaction.transport_error()
+    assert len(table) == 0
+    assert clock.getDelayedCalls() == []
 
 
 def test_rfc2543_ack_matches_by_the_to_tag_of_the_final_response() -> None:
@@ -790,3 +876,47 @@ def test_stop_cancels_every_timer() -> None:
     assert clock.getDelayedCalls() == []
     clock.advance(100)
     assert peer.statuses() == [302, 200]
+
+
+# -- any order of events ---------------------------------------------------------------
+
+EVENTS = st.one_of(
+    st.tuples(st.just("respond"), st.sampled_from([100, 180, 200, 302, 486, 503])),
+    st.tuples(st.just("retransmit"), st.just(0)),
+    st.tuples(st.just("ack"), st.just(0)),
+    st.tuples(st.just("advance"), st.sampled_from([0, 0.2, 0.5, 4, 32])),
+    st.tuples(st.just("transport_error"), st.just(0)),
+    st.tuples(st.just("break"), st.just(0)),
+)
+
+
+@settings(max_examples=500)
+@given(
+    st.sampled_from(["INVITE", "REGISTER"]),
+    st.booleans(),
+    st.lists(EVENTS, max_size=12),
+)
+def test_any_sequence_of_events_is_handled_and_cleans_up(
+    method: str, reliable: bool, events: list[tuple[str, float]]
+) -> None:
+    req = request(method)
+    clock, table, peer, transaction = start(req, reliable=reliable)
+    with capturedLogs() as logged:
+        for event, value in events:
+            if event == "respond":
+                transaction.respond(response(req, int(value)))
+            elif event == "retransmit":
+                table.absorb(req)
+            elif event == "ack":
+                table.absorb(request("ACK"))
+            elif event == "advance":
+                clock.advance(value)
+            elif event == "transport_error":
+                transaction.transport_error()
+            else:
+                peer.broken = True
+        transaction.respond(response(req, 500))
+        clock.pump([1] * 70)
+    assert not [e for e in logged if "log_failure" in e]
+    assert len(table) == 0
+    assert clock.getDelayedCalls() == []
