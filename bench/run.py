@@ -1019,12 +1019,15 @@ def director_extras(children: Children, plan: Plan, workdir: Path) -> dict[str, 
 
 
 def machine_info() -> dict[str, Any]:
-    model = "unknown"
+    cpuinfo: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "processor" and cpuinfo:
+                break  # the first CPU is enough
+            cpuinfo[key] = value.strip()
+    model = cpuinfo.get("model name", "unknown")
     mem_total = None
     with contextlib.suppress(OSError):
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -1042,6 +1045,11 @@ def machine_info() -> dict[str, Any]:
             )
     return {
         "cpu_model": model,
+        "cpu_family_model_stepping": "/".join(
+            cpuinfo.get(k, "?") for k in ("cpu family", "model", "stepping")
+        ),
+        "cpu_mhz": cpuinfo.get("cpu MHz"),
+        "cpu_cache": cpuinfo.get("cache size"),
         "nproc": os.cpu_count(),
         "kernel": platform.release(),
         "mem_total_kb": mem_total,
@@ -1101,7 +1109,10 @@ LABELS = {
 def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
     print()
-    print(f"Machine: {m['cpu_model']}, {m['nproc']} CPUs, Linux {m['kernel']}")
+    print(
+        f"Machine: {m['cpu_model']} (family/model/stepping {m['cpu_family_model_stepping']}, "
+        f"{m['cpu_mhz']} MHz), {m['nproc']} CPUs, Linux {m['kernel']}"
+    )
     print(f"SIPp: {m['sipp']}; {m['kamailio']}; {report['plan']['users']} assignments")
     targets = report["targets"]
     names = list(targets)

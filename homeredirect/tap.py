@@ -52,9 +52,14 @@ def makeService(options: Options) -> IService:
 
     # Everything loaded at start-up (modules, the assignment table) lives as long as
     # the process: move it out of the cyclic collector's way, so that full
-    # collections scan only what requests allocate (Python 3.11 gc.freeze).
+    # collections scan only what requests allocate (gc.freeze).  Requests make
+    # almost no reference cycles (refcounting frees them), so young collections
+    # can be rare: at the default threshold of 700 the collector ran every few
+    # requests and, with 30 s of completed transactions alive, cost about as much
+    # CPU as parsing did (measured in bench/, see README).
     gc.collect()
     gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
     def reload_on_sighup(signum: int, frame: Any) -> None:
         reactor.callFromThread(top.reload)

@@ -9,6 +9,10 @@ that the peer learns what was wrong.  A malformed *response* is dropped instead
 
 from __future__ import annotations
 
+#: Reasons quote the faulty text, which a peer may make as long as a message;
+#: they go into logs and reason phrases, so they are cut to this length.
+MAX_REASON_LENGTH = 200
+
 
 class SipParseError(ValueError):
     """A message, or one of its header fields, does not follow RFC 3261 §25."""
@@ -16,6 +20,8 @@ class SipParseError(ValueError):
     status: int = 400
 
     def __init__(self, reason: str) -> None:
+        if len(reason) > MAX_REASON_LENGTH:
+            reason = reason[: MAX_REASON_LENGTH - 3] + "..."
         super().__init__(reason)
         self.reason = reason
 

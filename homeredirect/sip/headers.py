@@ -21,6 +21,7 @@ from homeredirect.sip.uri import (
     Params,
     SipUri,
     Uri,
+    bounded_int,
     parse_uri,
     split_hostport,
     split_simple_params,
@@ -30,9 +31,11 @@ TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 #: A generic-param value that is not a quoted-string: token / host (RFC 3261 §25.1).
 _PARAM_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")
 _LWS = " \t"
-#: delta-seconds is 1*DIGIT, but Expires and the expires parameter must fit in
-#: 32 bits (RFC 3261 §20.19, §10.2.1.1).
+#: delta-seconds is 1*DIGIT, but Expires and the Contact expires parameter lie
+#: between 0 and 2**32 - 1; a malformed value SHOULD be taken as 3600 (RFC 3261
+#: §20.19, §20.10), not refused.
 MAX_DELTA_SECONDS = 2**32 - 1
+DEFAULT_EXPIRES = 3600
 #: RFC 3261 §8.1.1.5 and §20.16: a CSeq number is a 32-bit unsigned integer.  Only
 #: the *first* number of a dialog must be below 2**31; later ones may climb to
 #: 2**32 - 1 (§12.2.1.1), so a receiver accepts the whole unsigned range.
@@ -281,7 +284,7 @@ def _check_via_params(params: Params) -> None:
             if value is None or not _is_ip_address(value):
                 raise SipParseError(f"bad Via received {value!r}: not an IP address")
         elif key == "rport" and value is not None:
-            if not (value.isdigit() and value.isascii() and 0 < int(value) < 65536):
+            if not bounded_int(value, 65535):
                 raise SipParseError(f"bad Via rport {value!r}")
 
 
@@ -361,8 +364,7 @@ def parse_name_addr(value: str, header: str) -> NameAddr:
     # A '<' opens a name-addr only before any ';' or '"': after them it is inside
     # a header parameter of an addr-spec (``sip:a@b;note="<x>"``).
     lt = text.find("<")
-    semi = text.find(";", 0, lt) if lt > 0 else -1
-    if lt > 0 and (semi >= 0 or '"' in text[:lt]):
+    if lt > 0 and (";" in text[:lt] or '"' in text[:lt]):
         lt = -1
     if lt >= 0:
         if lt > 0:
@@ -417,21 +419,33 @@ def parse_cseq(value: str) -> CSeq:
     if match is None:
         raise SipParseError(f"bad CSeq {value!r}")
     number_text, method = match.groups()
-    number = int(number_text)
-    if number > MAX_CSEQ:
-        raise SipParseError(f"CSeq number {number_text} does not fit in 32 bits")
+    number = bounded_int(number_text, MAX_CSEQ)
+    if number is None:
+        raise SipParseError(f"CSeq number {number_text[:40]} does not fit in 32 bits")
     return CSeq(number, method)
 
 
 def parse_small_int(value: str, header: str, maximum: int) -> int:
-    """Parse a 1*DIGIT header value bounded by *maximum* (Max-Forwards, Expires...)."""
+    """Parse a 1*DIGIT header value bounded by *maximum* (Max-Forwards...)."""
     text = value.strip(_LWS)
     if not text.isdigit() or not text.isascii():
         raise SipParseError(f"bad {header} {value!r}")
-    number = int(text)
-    if number > maximum:
-        raise SipParseError(f"{header} {text} out of range")
+    number = bounded_int(text, maximum)
+    if number is None:
+        raise SipParseError(f"{header} {text[:40]} out of range")
     return number
+
+
+def parse_expires(value: str | None) -> int | None:
+    """The seconds of an Expires value or Contact expires parameter; None without one.
+
+    A malformed or out-of-range value means 3600 (RFC 3261 §20.19, §20.10;
+    RFC 4475 §3.1.2.4), so it never makes a message malformed.
+    """
+    if value is None:
+        return None
+    seconds = bounded_int(value.strip(_LWS), MAX_DELTA_SECONDS)
+    return DEFAULT_EXPIRES if seconds is None else seconds
 
 
 Star = str
@@ -442,8 +456,8 @@ _QVALUE_RE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 def parse_contacts(values: list[str]) -> ContactList:
     """Parse Contact values (RFC 3261 §20.10): a list of name-addrs, or the lone ``*``.
 
-    The q and expires parameters are checked against their grammar (§25.1
-    qvalue, delta-seconds below 2**32).
+    q must be a qvalue (§25.1); the expires parameter is read with
+    `parse_expires`, which takes a malformed value as 3600.
     """
     items = [item for value in values for item in split_list(value, "Contact")]
     if items == ["*"]:
@@ -454,13 +468,8 @@ def parse_contacts(values: list[str]) -> ContactList:
     for contact in contacts:
         for name, param in contact.params:
             key = name.lower()
-            if key == "q":
-                if param is None or not _QVALUE_RE.fullmatch(param):
-                    raise SipParseError(f"Contact: bad q value {param!r}")
-            elif key == "expires":
-                if param is None:
-                    raise SipParseError("Contact: expires parameter without a value")
-                parse_small_int(param, "Contact expires parameter", MAX_DELTA_SECONDS)
+            if key == "q" and (param is None or not _QVALUE_RE.fullmatch(param)):
+                raise SipParseError(f"Contact: bad q value {param!r}")
     return contacts
 
 

@@ -15,7 +15,6 @@ from attrs import frozen
 
 from homeredirect.sip.errors import SipParseError
 from homeredirect.sip.headers import (
-    MAX_DELTA_SECONDS,
     ContactList,
     CSeq,
     NameAddr,
@@ -23,6 +22,7 @@ from homeredirect.sip.headers import (
     canonical_name,
     parse_contacts,
     parse_cseq,
+    parse_expires,
     parse_name_addr,
     parse_small_int,
     parse_via,
@@ -181,8 +181,8 @@ class _CommonFields:
 
     Not slotted: `_ParsedOnce` keeps each parsed value in the instance dict,
     so a field is parsed at most once however often routing asks for it.  The
-    parser reads every one of them before it hands a message out, so a message
-    that was received has well-formed values for all of them.
+    parser reads each one that can fail before it hands a message out, so the
+    accessors of a received message do not raise.
     """
 
     headers: Headers
@@ -215,13 +215,16 @@ class _CommonFields:
 
     @_ParsedOnce
     def expires(self) -> int | None:
-        """The Expires header's seconds (RFC 3261 §20.19), or None without one."""
+        """The Expires header's seconds, or None without one.
+
+        A malformed value, a value past 2**32 - 1 (RFC 4475 §3.1.2.4) or a
+        repeated field means 3600 (RFC 3261 §20.19): it never makes a message
+        malformed.
+        """
         values = self.headers._index.get("expires")
         if values is None:
             return None
-        if len(values) > 1:
-            raise SipParseError("more than one Expires header")
-        return parse_small_int(values[0], "Expires", MAX_DELTA_SECONDS)
+        return parse_expires(values[0] if len(values) == 1 else "")
 
     @_ParsedOnce
     def contacts(self) -> ContactList:

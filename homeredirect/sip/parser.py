@@ -20,11 +20,13 @@ from attrs import frozen
 from homeredirect.sip.errors import MessageTooLarge, SipParseError, VersionNotSupported
 from homeredirect.sip.headers import CANONICAL_NAMES, TOKEN_RE
 from homeredirect.sip.message import Headers, Message, Request, Response
-from homeredirect.sip.uri import SipUri, Uri, parse_uri
+from homeredirect.sip.uri import SipUri, Uri, bounded_int, parse_uri
 
 DEFAULT_MAX_MESSAGE_SIZE = 65_536
 
-_VERSION_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+)", re.I)
+_VERSION_RE = re.compile(r"SIP/([0-9]{1,9})\.([0-9]{1,9})", re.I)
+#: Above any message size limit; a longer Content-Length is a framing error.
+_MAX_CONTENT_LENGTH = 2**63 - 1
 _STATUS_RE = re.compile(r"[0-9]{3}")
 
 
@@ -169,11 +171,10 @@ def _read_head(data: bytes | bytearray, head_end: int) -> _Head:
             head.framing_error = SipParseError("more than one Content-Length header")
         else:
             value = lengths[0]
-            if value.isdigit() and value.isascii():
-                head.content_length = int(value)
-            else:
+            head.content_length = bounded_int(value, _MAX_CONTENT_LENGTH)
+            if head.content_length is None:
                 # RFC 4475 §3.1.2.3: never use a negative or non-numeric value.
-                head.framing_error = SipParseError(f"bad Content-Length {value!r}")
+                head.framing_error = SipParseError(f"bad Content-Length {value[:40]!r}")
         if head.framing_error is not None and head.error is None:
             head.error = head.framing_error
     return head
@@ -192,8 +193,9 @@ def _build(head: _Head, body: bytes) -> Message:
     """Validate *head* into a Request or Response, raising SipParseError.
 
     Reading each typed field validates it, including that a field which may
-    appear once (RFC 3261 §7.3.1) does: Call-ID, CSeq, From, To, Max-Forwards,
-    Expires; `_read_head` has checked Content-Length.
+    appear once (RFC 3261 §7.3.1) does: Call-ID, CSeq, From, To, Max-Forwards;
+    `_read_head` has checked Content-Length.  Expires is not checked: a
+    malformed one means 3600 (RFC 3261 §20.19).
     """
     if head.error is not None:
         raise head.error
@@ -230,8 +232,6 @@ def _build(head: _Head, body: bytes) -> Message:
     message.from_addr  # noqa: B018
     message.to_addr  # noqa: B018
     message.call_id  # noqa: B018
-    if "expires" in index:
-        message.expires  # noqa: B018 - RFC 4475 §3.1.2.4: at most 2**32 - 1
     if "contact" in index:
         message.contacts  # noqa: B018 - RFC 4475 §3.1.2.13: '?' needs <>
     return message

@@ -63,6 +63,22 @@ def unescape(text: str) -> str:
     return decoded.decode("utf-8", "surrogateescape")
 
 
+def bounded_int(text: str, maximum: int) -> int | None:
+    """The value of the ASCII digit string *text*, or None if it is not one or exceeds *maximum*.
+
+    The length is checked before ``int()`` sees the text: ``int()`` raises
+    ValueError on more than 4300 digits (CVE-2020-10735), and a peer chooses how
+    many digits a CSeq or a Content-Length has.
+    """
+    if not (text.isdigit() and text.isascii()):
+        return None
+    significant = text.lstrip("0")
+    if len(significant) > len(str(maximum)):
+        return None
+    value = int(significant) if significant else 0
+    return value if value <= maximum else None
+
+
 def parse_host(text: str) -> str:
     """Validate a host (hostname, IPv4address or IPv6reference) and return it lowercased."""
     if text.startswith("["):
@@ -100,9 +116,9 @@ def split_hostport(text: str) -> tuple[str, int | None]:
         port_text = port_text_ if sep else None
     port: int | None = None
     if port_text is not None:
-        if not port_text.isdigit() or not port_text.isascii() or not 0 < int(port_text) < 65536:
+        port = bounded_int(port_text, 65535)
+        if not port:
             raise SipParseError(f"bad port in {text!r}")
-        port = int(port_text)
     return parse_host(host), port
 
 

@@ -65,11 +65,12 @@ def test_example_home1_falls_back_to_home2(config: Config) -> None:
     assert config.home_server(home1.backup).backup is None
 
 
-def test_example_assignments_cover_four_users_on_two_homes() -> None:
+def test_example_assignments_cover_five_users_on_two_homes() -> None:
     table = read_assignment_file(EXAMPLES / "assignments.csv")
     assert {user: a.home_server for user, a in table.items()} == {
         "alice@example.com": "home1.example.com",
         "bob@example.com": "home1.example.com",
         "carol@example.com": "home2.example.com",
         "dave@example.com": "home2.example.com",
+        "vip-erin@example.com": "home2.example.com",  # for examples/custom_policy.py
     }

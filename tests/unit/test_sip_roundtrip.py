@@ -44,7 +44,7 @@ def escape_user(raw: str) -> str:
 
 
 raw_users = st.text(
-    alphabet=st.sampled_from(list("abcXYZ019 @:%<>\"#;?/&=+$,~é€\x00")), min_size=1, max_size=12
+    alphabet=st.sampled_from(list('abcXYZ019 @:%<>"#;?/&=+$,~é€\x00')), min_size=1, max_size=12
 )
 labels = st.from_regex(r"[a-z0-9]([a-z0-9\-]{0,6}[a-z0-9])?", fullmatch=True)
 top_labels = st.from_regex(r"[a-z]([a-z0-9\-]{0,6}[a-z0-9])?", fullmatch=True)
@@ -56,11 +56,13 @@ ipv6_addresses = st.ip_addresses(v=6).map(lambda a: ipaddress.IPv6Address(a).com
 hosts = st.one_of(hostnames, ipv4_hosts, ipv6_addresses.map(lambda a: f"[{a}]"))
 ports = st.none() | st.integers(1, 65535)
 param_names = st.text(alphabet=_PARAM_CHARS, min_size=1, max_size=8)
-param_values = st.lists(
-    st.sampled_from([*_PARAM_CHARS, "%41", "%2C"]), min_size=1, max_size=8
-).map("".join)
+param_values = st.lists(st.sampled_from([*_PARAM_CHARS, "%41", "%2C"]), min_size=1, max_size=8).map(
+    "".join
+)
 uri_params = st.lists(st.tuples(param_names, st.none() | param_values), max_size=3).map(tuple)
-header_param_names = st.text(alphabet=string.ascii_lowercase + "0123456789-.!%*_+`'~", min_size=1, max_size=8)
+header_param_names = st.text(
+    alphabet=string.ascii_lowercase + "0123456789-.!%*_+`'~", min_size=1, max_size=8
+)
 tokens = st.text(alphabet=_TOKEN_CHARS, min_size=1, max_size=10)
 
 
@@ -72,7 +74,9 @@ def sip_uris(draw: st.DrawFn, with_headers: bool = False) -> SipUri:
         password = draw(st.text(alphabet=string.ascii_letters + "&=+$,", max_size=6))
     headers = None
     if with_headers and draw(st.booleans()):
-        headers = draw(st.sampled_from(["Route=%3Csip:p.example.com%3E", "Subject=hi&Priority=urgent"]))
+        headers = draw(
+            st.sampled_from(["Route=%3Csip:p.example.com%3E", "Subject=hi&Priority=urgent"])
+        )
     return SipUri(
         scheme=draw(st.sampled_from(["sip", "sips"])),
         host=draw(hosts),
@@ -87,9 +91,7 @@ def sip_uris(draw: st.DrawFn, with_headers: bool = False) -> SipUri:
 tel_uris = st.builds(
     TelUri,
     st.from_regex(r"\+[0-9]{1,3}(-[0-9]{2,4}){1,3}", fullmatch=True),
-    st.lists(st.tuples(param_names, st.none() | param_values), max_size=2).map(
-        tuple
-    ),
+    st.lists(st.tuples(param_names, st.none() | param_values), max_size=2).map(tuple),
 )
 request_uris = st.one_of(sip_uris(), tel_uris)
 
@@ -143,21 +145,27 @@ contact_params = st.lists(
     st.one_of(
         st.tuples(st.just("q"), qvalues),
         st.tuples(st.just("expires"), st.integers(0, 2**32 - 1).map(str)),
-        st.tuples(header_param_names.filter(lambda n: n not in ("q", "expires")), st.none() | tokens),
+        st.tuples(
+            header_param_names.filter(lambda n: n not in ("q", "expires")), st.none() | tokens
+        ),
     ),
     max_size=3,
 ).map(tuple)
 rport = st.one_of(
-    st.just(()), st.just((("rport", None),)), st.integers(1, 65535).map(lambda p: (("rport", str(p)),))
+    st.just(()),
+    st.just((("rport", None),)),
+    st.integers(1, 65535).map(lambda p: (("rport", str(p)),)),
 )
 received = st.one_of(
-    st.just(()), ipv4_hosts.map(lambda a: (("received", a),)), ipv6_addresses.map(lambda a: (("received", a),))
+    st.just(()),
+    ipv4_hosts.map(lambda a: (("received", a),)),
+    ipv6_addresses.map(lambda a: (("received", a),)),
 )
 
 
 @st.composite
 def vias(draw: st.DrawFn) -> Via:
-    params = (("branch", "z9hG4bK" + draw(tokens)),) + draw(received) + draw(rport)
+    params = (("branch", "z9hG4bK" + draw(tokens)), *draw(received), *draw(rport))
     if draw(st.booleans()):
         name = draw(header_param_names.filter(lambda n: n not in ("branch", "received", "rport")))
         params += ((name, draw(st.none() | tokens)),)
@@ -193,13 +201,19 @@ class Built:
 
 call_ids = st.builds(
     lambda word, host: word if host is None else f"{word}@{host}",
-    st.text(alphabet=string.ascii_letters + string.digits + "-.!%*_+`'~()<>:\\\"/[]?{}", min_size=1, max_size=16),
+    st.text(
+        alphabet=string.ascii_letters + string.digits + "-.!%*_+`'~()<>:\\\"/[]?{}",
+        min_size=1,
+        max_size=16,
+    ),
     st.none() | hostnames,
 )
 extension_values = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=20
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=20
 ).map(lambda v: v.strip(" \t"))
-methods = st.one_of(st.sampled_from(["INVITE", "REGISTER", "OPTIONS", "BYE", "ACK", "CANCEL"]), tokens)
+methods = st.one_of(
+    st.sampled_from(["INVITE", "REGISTER", "OPTIONS", "BYE", "ACK", "CANCEL"]), tokens
+)
 
 
 @st.composite
@@ -218,7 +232,9 @@ def messages(draw: st.DrawFn, requests: bool) -> Built:
         contacts = "*"
         groups.append([("Contact", "*")])
     else:
-        contact_addrs = draw(st.lists(addrs(sip_uris(with_headers=True), contact_params), max_size=3))
+        contact_addrs = draw(
+            st.lists(addrs(sip_uris(with_headers=True), contact_params), max_size=3)
+        )
         contacts = [a.value for a in contact_addrs]
         groups.append(_lines(draw, "Contact", [a.text for a in contact_addrs]))
     if requests and draw(st.booleans()):
@@ -254,8 +270,8 @@ def _received(event: Event | None) -> Message:
 def test_request_survives_serialize_and_parse(built: Built) -> None:
     parsed = _received(parse_datagram(serialize(built.message)))
     assert parsed == built.message
-    assert isinstance(parsed, Request)
-    assert str(parsed.uri) == str(built.message.uri)
+    assert isinstance(parsed, Request) and isinstance(built.message, Request)
+    assert parsed.uri == built.message.uri
     assert parsed.vias == built.vias
     assert parsed.from_addr == built.from_addr
     assert parsed.to_addr == built.to_addr
@@ -335,7 +351,9 @@ def test_stream_reads_two_small_messages_cut_at_every_pair_of_offsets() -> None:
         for second in range(first, len(wire) + 1, 5):
             parser = StreamParser()
             events = (
-                parser.feed(wire[:first]) + parser.feed(wire[first:second]) + parser.feed(wire[second:])
+                parser.feed(wire[:first])
+                + parser.feed(wire[first:second])
+                + parser.feed(wire[second:])
             )
             assert [_received(e) for e in events] == [SMALL, SMALL], (first, second)
 
@@ -386,7 +404,9 @@ COMPACT = {
 def test_compact_form_is_read_as_the_long_name(compact: str, case: object) -> None:
     assert callable(case)
     long_name, value = COMPACT[compact]
-    lines = [line for line in _HEAD.split("\r\n")[1:] if line and not line.startswith(long_name + ":")]
+    lines = [
+        line for line in _HEAD.split("\r\n")[1:] if line and not line.startswith(long_name + ":")
+    ]
     head = "OPTIONS sip:bob@example.com SIP/2.0\r\n" + "".join(f"{line}\r\n" for line in lines)
     data = (head + f"{case(compact)}: {value}\r\n").encode()
     if compact != "l":
@@ -403,7 +423,7 @@ def test_header_names_are_case_insensitive(spelling: str) -> None:
     head = _HEAD.replace("Via:", f"{spelling}:")
     message = _parse("", head)
     assert message.vias[0].branch == "z9hG4bK-1"
-    assert [name for name, _ in message.headers][0] == "Via"
+    assert next(iter(message.headers)) == ("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1")
 
 
 def test_unknown_header_names_keep_their_spelling_and_match_any_case() -> None:
@@ -417,15 +437,19 @@ def test_folded_lines_are_joined_with_one_space() -> None:
         "Subject: I know you're there,\r\n   pick up the phone\r\n\tand talk to me!\r\n"
         "Contact:\r\n <sip:alice@192.0.2.1>\r\n  ;expires=60\r\n"
     )
-    assert message.headers.get("Subject") == "I know you're there, pick up the phone and talk to me!"
-    (contact,) = parse_contacts(message.headers.get_all("Contact"))
-    assert contact.param("expires") == "60"
+    assert (
+        message.headers.get("Subject") == "I know you're there, pick up the phone and talk to me!"
+    )
+    contacts = parse_contacts(message.headers.get_all("Contact"))
+    assert isinstance(contacts, list)
+    assert [c.param("expires") for c in contacts] == ["60"]
 
 
 def test_folding_inside_a_via_list() -> None:
     head = _HEAD.replace(
         "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1\r\n",
-        "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1,\r\n SIP/2.0/TCP [2001:db8::1]:5070\r\n\t;branch=z9hG4bK-2\r\n",
+        "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1,\r\n"
+        " SIP/2.0/TCP [2001:db8::1]:5070\r\n\t;branch=z9hG4bK-2\r\n",
     )
     message = _parse("", head)
     assert [(v.host, v.port, v.branch) for v in message.vias] == [
@@ -450,13 +474,17 @@ def test_commas_inside_quotes_and_angle_brackets_do_not_split() -> None:
         "sip:y@192.0.2.4",
     ]
     assert contacts[2].param("q") == "0.1"
-    assert message.headers.get_list("Route") == ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+    assert message.headers.get_list("Route") == [
+        "<sip:p1.example.com;lr>",
+        "<sip:p2.example.com;lr>",
+    ]
 
 
 def test_several_via_lines_and_comma_lists_make_one_stack() -> None:
     head = _HEAD.replace(
         "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1\r\n",
-        "Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK-1, SIP/2.0/UDP b.example.com;branch=z9hG4bK-2\r\n"
+        "Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK-1,"
+        " SIP/2.0/UDP b.example.com;branch=z9hG4bK-2\r\n"
         "v: SIP/2.0/UDP c.example.com;branch=z9hG4bK-3\r\n",
     )
     message = _parse("", head)
