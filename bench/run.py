@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -336,6 +337,59 @@ def probe_answer(port: int, user: str, timeout: float) -> bytes | None:
     return None
 
 
+class LatencyProbe:
+    """A second opinion on latency: one REGISTER every ``interval`` seconds, timed here.
+
+    Runs in a thread (on SIPp's core, like this whole script) while SIPp
+    loads the server.  Each request waits for its answer before the next, so
+    the probe sees the server's queueing but not SIPp's own send bursts and
+    response handling.  Its figures include this script's wake-up time.
+    """
+
+    def __init__(self, port: int, interval: float = 0.01) -> None:
+        self.port = port
+        self.interval = interval
+        self.samples_ms: list[float] = []
+        self.lost = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> LatencyProbe:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="latency-probe", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set() and i < 1_000_000:
+            i += 1
+            t0 = time.perf_counter()
+            code = probe_register(self.port, user_name(1 + i % 1000), timeout=0.5)
+            if code is None:
+                self.lost += 1
+            else:
+                self.samples_ms.append((time.perf_counter() - t0) * 1000.0)
+            self._stop.wait(max(0.0, self.interval - (time.perf_counter() - t0)))
+
+    def summary(self) -> dict[str, float]:
+        values = sorted(self.samples_ms)
+        if not values:
+            return {"samples": 0, "lost": self.lost}
+        return {
+            "samples": len(values),
+            "lost": self.lost,
+            "p50": round(percentile(values, 50), 3),
+            "p99": round(percentile(values, 99), 3),
+            "max": round(values[-1], 3),
+        }
+
+
 def check_answers(port: int, users: int) -> list[str]:
     """Ask for a sample of users one by one; list what differs from the expected answer.
 
@@ -519,6 +573,7 @@ class StepResult:
     wall_seconds: float = 0.0
     sipp_cpu_percent: float = 0.0
     server_cpu_percent: float = 0.0
+    server_cpu_seconds: float = 0.0
     server_cpu_us_per_request: float | None = None
     server_core_busy_percent: float = 0.0
     sipp_core_busy_percent: float = 0.0
@@ -599,6 +654,7 @@ def run_sipp(
     server_cpu: int,
     stepdir: Path,
     expected_code: str,
+    probe: LatencyProbe | None = None,
 ) -> StepResult:
     """One fixed-rate SIPp run of ``rate * seconds`` calls; judge it pass/fail."""
     calls = max(1, int(rate * seconds))
@@ -637,7 +693,7 @@ def run_sipp(
         sipp_core_before = core_busy_seconds(cpu)
         usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
-        with out_file.open("wb") as out:
+        with out_file.open("wb") as out, probe or contextlib.nullcontext():
             proc = children.start(argv, cwd=stepdir, output=out)
             try:
                 exit_code = proc.wait(timeout=budget + 15.0)
@@ -657,6 +713,7 @@ def run_sipp(
         )
         wall = max(result.wall_seconds, 1e-9)
         result.sipp_cpu_percent = round(100.0 * sipp_cpu / wall, 1)
+        result.server_cpu_seconds = round(server_used, 3)
         result.server_cpu_percent = round(100.0 * server_used / wall, 1)
         result.server_core_busy_percent = round(100.0 * core_used / wall, 1)
         result.sipp_core_busy_percent = round(100.0 * sipp_core_used / wall, 1)
@@ -687,9 +744,7 @@ def run_sipp(
     result.response_codes = codes
     answered = sum(codes.values())
     if answered:
-        result.server_cpu_us_per_request = round(
-            1e6 * result.server_cpu_percent / 100.0 * result.wall_seconds / answered, 2
-        )
+        result.server_cpu_us_per_request = round(1e6 * result.server_cpu_seconds / answered, 2)
     if len(send_times) > 1 and send_times[-1] > send_times[0]:
         result.achieved_rate = round((len(send_times) - 1) / (send_times[-1] - send_times[0]), 1)
     elif send_times:
@@ -947,23 +1002,26 @@ def measure_target(
     if max_rate and max_rate < cpu_rate:
         cpu_rate = max(100, int(max_rate * 0.9) // 100 * 100)
     log(f"  CPU per request at a fixed {cpu_rate}/s for {plan.cpu_seconds:g} s")
-    pids = process_tree(target.proc.pid)
-    before = cpu_seconds(pids)
+    probe = LatencyProbe(target.port)
     fixed = run_sipp(
         children, target, SCENARIO_301, data["users_csv"], cpu_rate, plan.cpu_seconds,
         plan.sipp_cpu, plan.server_cpu, workdir / target.name / "fixed", expected_code="301",
+        probe=probe,
     )  # fmt: skip
-    after = cpu_seconds(process_tree(target.proc.pid))
     log(describe(fixed))
-    # Every response SIPp received (a passing run has one 301 per call).
-    answered = sum(fixed.response_codes.values()) or fixed.successful
+    probe_lat = probe.summary()
+    log(f"  probe during that run: {probe_lat}")
+    # Every response SIPp received (a passing run has one 301 per call) and the probe's.
+    answered = (sum(fixed.response_codes.values()) or fixed.successful) + len(probe.samples_ms)
+    used = fixed.server_cpu_seconds
     out["fixed_load"] = {
         "rate": cpu_rate,
         "seconds": plan.cpu_seconds,
         "requests_answered": answered,
-        "server_cpu_seconds": round(after - before, 3),
-        "cpu_us_per_request": round(1e6 * (after - before) / answered, 2) if answered else None,
+        "server_cpu_seconds": used,
+        "cpu_us_per_request": round(1e6 * used / answered, 2) if answered else None,
         "cpu_tick_us": round(1e6 / CLK_TCK, 1),
+        "probe_latency_ms": probe_lat,
         "step": asdict(fixed),
     }
     out["memory_after_load"] = memory_kb(process_tree(target.proc.pid))

@@ -332,6 +332,18 @@ _NAME_ADDR_FAST_RE = re.compile(
 )
 
 
+def check_name_addr(value: str, header: str) -> None:
+    """Raise SipParseError unless *value* is one valid name-addr or addr-spec.
+
+    The common shape is checked by one regex match and nothing is built; the
+    parser uses this for fields that routing may never read (From, Contact), so
+    that their objects are made only on access.
+    """
+    fast = _NAME_ADDR_FAST_RE.fullmatch(value)
+    if fast is None or (fast.group(5) is not None and not 0 < int(fast.group(5)) < 65536):
+        parse_name_addr(value, header)
+
+
 def parse_name_addr(value: str, header: str) -> NameAddr:
     """Parse ``( name-addr / addr-spec ) *( SEMI param )`` (RFC 3261 §20.10, §20.20, §20.39).
 
@@ -451,6 +463,20 @@ def parse_expires(value: str | None) -> int | None:
 Star = str
 ContactList = list[NameAddr] | Star
 _QVALUE_RE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+
+
+def check_contacts(values: list[str]) -> None:
+    """Raise SipParseError unless *values* are valid Contact values; the common
+    single name-addr without a q parameter is checked by one regex match."""
+    for value in values:
+        fast = _NAME_ADDR_FAST_RE.fullmatch(value)
+        if (
+            fast is None
+            or (fast.group(5) is not None and not 0 < int(fast.group(5)) < 65536)
+            or "q=" in value.lower()
+        ):
+            parse_contacts(values)
+            return
 
 
 def parse_contacts(values: list[str]) -> ContactList:

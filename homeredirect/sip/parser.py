@@ -18,8 +18,8 @@ import re
 from attrs import frozen
 
 from homeredirect.sip.errors import MessageTooLarge, SipParseError, VersionNotSupported
-from homeredirect.sip.headers import CANONICAL_NAMES, TOKEN_RE
-from homeredirect.sip.message import Headers, Message, Request, Response
+from homeredirect.sip.headers import CANONICAL_NAMES, TOKEN_RE, check_contacts, check_name_addr
+from homeredirect.sip.message import Headers, Message, Request, Response, _single
 from homeredirect.sip.uri import SipUri, Uri, bounded_int, parse_uri
 
 DEFAULT_MAX_MESSAGE_SIZE = 65_536
@@ -229,11 +229,14 @@ def _build(head: _Head, body: bytes) -> Message:
         message = Response(int(status_text), reason, headers, body, version)
         message.cseq  # noqa: B018
     message.vias  # noqa: B018 - each access validates and caches the field
-    message.from_addr  # noqa: B018
+    # From and Contact are checked without building their values: a redirect
+    # never reads them, and building costs more than the check.
+    check_name_addr(_single(headers, "From", "from"), "From")
     message.to_addr  # noqa: B018
     message.call_id  # noqa: B018
-    if "contact" in index:
-        message.contacts  # noqa: B018 - RFC 4475 §3.1.2.13: '?' needs <>
+    contacts = index.get("contact")
+    if contacts is not None:
+        check_contacts(contacts)  # RFC 4475 §3.1.2.13: '?' needs <>
     return message
 
 
