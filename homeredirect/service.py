@@ -9,7 +9,6 @@ without dropping traffic (the twistd plugin calls it on SIGHUP).
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,7 @@ from homeredirect.config.schema import Config, ListenerConfig
 from homeredirect.director.core import DirectorCore, DirectorSettings
 from homeredirect.director.interfaces import IRoutingPolicy, PolicyContext
 from homeredirect.director.policy import load_policy
-from homeredirect.director.responses import ResponseFactory
+from homeredirect.director.responses import ResponseFactory, TagSource
 from homeredirect.director.stateless_proxy import StatelessProxy
 from homeredirect.director.targets import HomeServerTargets
 from homeredirect.logs import FilteredLogger, set_level
@@ -135,7 +134,7 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
         resolver=resolver,
         policy=policy,
         transactions=transactions,
-        responses=ResponseFactory(config.server.user_agent, lambda: secrets.token_hex(6)),
+        responses=ResponseFactory(config.server.user_agent, TagSource()),
         proxy=StatelessProxy(network, os.urandom(16)),
         targets=HomeServerTargets(config),
         clock=reactor,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from attrs import frozen
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from homeredirect.director.decision import Decision, Local, Proxy, Redirect, Reject
@@ -22,7 +23,7 @@ from homeredirect.director.interfaces import IRoutingPolicy
 from homeredirect.director.responses import ResponseFactory
 from homeredirect.director.stateless_proxy import StatelessProxy
 from homeredirect.director.targets import Target
-from homeredirect.logs import FilteredLogger
+from homeredirect.logs import FilteredLogger, enabled
 from homeredirect.resolve.errors import DirectoryUnavailable
 from homeredirect.resolve.interfaces import AddressOfRecord, Assignment, IAssignmentResolver
 from homeredirect.sip.errors import SipParseError
@@ -155,7 +156,7 @@ class DirectorCore:
             self._respond(context, self._settings.unknown_domain_status, "Domain not served here")
             return
         try:
-            aor = AddressOfRecord(unescape(to_uri.user), to_uri.host)
+            aor = AddressOfRecord.of_uri_parts(unescape(to_uri.user), to_uri.host)
         except ValueError:
             self._respond(context, 404, "Not a SIP address of record")
             return
@@ -239,6 +240,8 @@ class DirectorCore:
         context.transaction.respond(response)
 
     def _log_decision(self, context: _RequestContext, aor: AddressOfRecord, decision: str, target: str | None) -> None:
+        if not enabled(LogLevel.info):
+            return
         log.info(
             "{decision} {aor} -> {target}",
             aor=str(aor),

@@ -8,6 +8,7 @@ carried none.  Names are written long (serialize adds Content-Length).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 
 from homeredirect.sip.errors import SipParseError
@@ -37,6 +38,29 @@ REASON_PHRASES = {
 }
 
 _COPIED = ("From", "Call-ID", "CSeq")
+
+
+class TagSource:
+    """To tags (RFC 3261 §19.3: globally unique, cryptographically random, at least
+    32 bits; ours are 48): hex slices of os.urandom read 512 tags at a time, so
+    that a response costs no system call of its own."""
+
+    _TAG_BYTES = 6
+    _BATCH = 512
+
+    def __init__(self, urandom: Callable[[int], bytes] = os.urandom) -> None:
+        self._urandom = urandom
+        self._pool = ""
+        self._offset = 0
+
+    def __call__(self) -> str:
+        width = 2 * self._TAG_BYTES
+        if self._offset >= len(self._pool):
+            self._pool = self._urandom(self._TAG_BYTES * self._BATCH).hex()
+            self._offset = 0
+        start = self._offset
+        self._offset = start + width
+        return self._pool[start : start + width]
 
 
 class ResponseFactory:

@@ -53,6 +53,24 @@ class AddressOfRecord:
             raise ValueError(f"not a SIP address of record (user@host): {text!r}")
         return cls(user=match[1], host=match[2])
 
+    @classmethod
+    def of_uri_parts(cls, user: str, host: str) -> AddressOfRecord:
+        """The AOR of a SIP URI the parser has already validated (RFC 3261 §10.3
+        step 5): *user* unescaped, *host* lowercased.
+
+        This runs for every REGISTER, so the general checks run only where they can
+        change the result: an escaped user may decode to characters an AOR cannot
+        hold, and an IP literal has one canonical spelling.
+        """
+        if "@" in user or ":" in user or _USER.fullmatch(user) is None:
+            raise ValueError(f"not a SIP user part: {user!r}")
+        if host[:1] == "[" or host[-1:].isdigit():
+            host = normalize_uri_host(host)
+        aor = cls.__new__(cls)
+        object.__setattr__(aor, "user", user)
+        object.__setattr__(aor, "host", host)
+        return aor
+
     def __str__(self) -> str:
         return f"{self.user}@{self.host}"
 

@@ -40,12 +40,20 @@ class Headers:
     RFC 3261 §7.3.3); values are stored as text, one entry per header line.
     """
 
-    __slots__ = ("_fields", "_index")
+    __slots__ = ("_built_index", "_fields")
 
     def __init__(self, fields: Iterable[Field] = ()) -> None:
-        canonical = tuple((canonical_name(name), value) for name, value in fields)
-        self._fields = canonical
-        self._index = self._build_index(canonical)
+        self._fields = tuple((canonical_name(name), value) for name, value in fields)
+        self._built_index: dict[str, list[str]] | None = None
+
+    @property
+    def _index(self) -> dict[str, list[str]]:
+        """Values by lowercase name; built on first lookup, since a response we
+        generate is only ever serialized (iterated), never looked up."""
+        index = self._built_index
+        if index is None:
+            index = self._built_index = self._build_index(self._fields)
+        return index
 
     @staticmethod
     def _build_index(fields: tuple[Field, ...]) -> dict[str, list[str]]:
@@ -64,7 +72,7 @@ class Headers:
         """Build from fields whose names the parser already canonicalised."""
         headers = cls.__new__(cls)
         headers._fields = fields
-        headers._index = index
+        headers._built_index = index
         return headers
 
     def get(self, name: str) -> str | None:
@@ -131,7 +139,11 @@ class Headers:
 
     @classmethod
     def _trusted_copy(cls, fields: tuple[Field, ...]) -> Headers:
-        return cls._trusted(fields, cls._build_index(fields))
+        """Build from fields already in canonical form; the index waits until needed."""
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        headers._built_index = None
+        return headers
 
 
 def _single(headers: Headers, name: str, key: str) -> str:

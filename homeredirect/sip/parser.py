@@ -114,7 +114,6 @@ def _name_table() -> dict[str, tuple[str, str]]:
 
 
 _NAMES = _name_table()
-_TRAILING_LWS = (" ", "\t")
 
 
 def _entry_for(name: str) -> tuple[str, str]:
@@ -153,9 +152,10 @@ def _read_head(data: bytes | bytearray, head_end: int) -> _Head:
     fields: list[tuple[str, str]] = []
     index: dict[str, list[str]] = {}
     names = _NAMES
+    trailing_lws = " \r\n" in block or "\t\r\n" in block
     for name, value in pairs:
         entry = names.get(name) or _entry_for(name)
-        if value[-1:] in _TRAILING_LWS:
+        if trailing_lws:
             value = value.rstrip(" \t")
         fields.append((entry[0], value))
         key = entry[1]

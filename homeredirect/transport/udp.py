@@ -64,6 +64,10 @@ class SipDatagramProtocol(DatagramProtocol):
                 log.warn("cannot size UDP socket buffer to {size}: {error}", size=size, error=str(error))
         # Twisted reads at most maxPacketSize bytes a datagram; SIP allows up to 64 KiB.
         self.transport.maxPacketSize = max(self._max + 1, 65_536)
+        # Replies go straight to the socket: Port.write would re-check on every
+        # datagram that the address is an IP literal, which ours always are
+        # (sources of datagrams, or names resolved by SipNetwork first).
+        self._sendto = handle.sendto
 
     def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # type: ignore[override]
         try:
@@ -80,6 +84,8 @@ class SipDatagramProtocol(DatagramProtocol):
 
     def send(self, data: bytes, destination: Address) -> None:
         try:
-            self.transport.write(data, destination)
+            self._sendto(data, destination)
         except OSError as error:
+            # UDP is unreliable (RFC 3261 §18.1.1): a full buffer or an ICMP error
+            # costs this datagram only; retransmission recovers.
             log.warn("UDP send to {destination} failed: {error}", destination=destination, error=str(error))
