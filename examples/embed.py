@@ -41,11 +41,15 @@ def main() -> None:
     )
     application = MultiService()
     makeService(config, reactor).setServiceParent(application)
-    TimerService(60, lambda: log.info("the host application is alive")).setServiceParent(application)
+    alive = TimerService(60, lambda: log.info("the host application is alive"))
+    alive.setServiceParent(application)
     application.startService()
     reactor.addSystemEventTrigger("before", "shutdown", application.stopService)
     print(f"director embedded on udp:127.0.0.1:{port}; try:", flush=True)
-    print(f"  .venv/bin/python -m homeredirect.tools.register sip:alice@example.com --server udp:127.0.0.1:{port}")
+    print(
+        "  .venv/bin/python -m homeredirect.tools.register sip:alice@example.com"
+        f" --server udp:127.0.0.1:{port}"
+    )
     reactor.run()
 
 

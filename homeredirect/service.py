@@ -48,10 +48,10 @@ class ThreadPoolService(Service):
 
     def startService(self) -> None:
         self.pool.start()
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
 
     def stopService(self) -> None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         self.pool.stop()
 
 
@@ -60,7 +60,7 @@ class _TransactionTimers(Service):
         self._table = table
 
     def stopService(self) -> None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         self._table.stop()
 
 
@@ -75,7 +75,7 @@ class HomeRedirectService(MultiService):
         connections: ConnectionRegistry,
         clock: Any,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.config = config
         self.core = core
         self.resolver = resolver
@@ -86,7 +86,8 @@ class HomeRedirectService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         """Stop listening, then close the connections that are still open."""
-        stopping = super().stopService()
+        # A DeferredList over the children's stopService results.
+        stopping: Deferred[object] = super().stopService()  # type: ignore[no-untyped-call]
         return stopping.addCallback(lambda _: self.connections.close_all(self._clock))
 
     def reload(self) -> Deferred[Any]:
@@ -140,11 +141,11 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
         clock=reactor,
     )
     top = HomeRedirectService(config, core, resolver, registry, reactor)
-    ThreadPoolService(pool).setServiceParent(top)
-    _TransactionTimers(transactions).setServiceParent(top)
+    ThreadPoolService(pool).setServiceParent(top)  # type: ignore[no-untyped-call]
+    _TransactionTimers(transactions).setServiceParent(top)  # type: ignore[no-untyped-call]
     for listener in config.listeners:
         service = _listener_service(listener, config, core, network, registry, reactor, top)
-        service.setServiceParent(top)
+        service.setServiceParent(top)  # type: ignore[no-untyped-call]
         top.listeners.append(service)
     return top
 
@@ -183,7 +184,9 @@ def _listener_service(
             network.add_datagram_protocol(protocol, address[0])
 
         return ListenerService(
-            description, lambda: reactor.listenUDP(listener.port, protocol, interface=listener.host), bound_udp
+            description,
+            lambda: reactor.listenUDP(listener.port, protocol, interface=listener.host),
+            bound_udp,
         )
 
     factory = SipStreamFactory(
@@ -200,7 +203,12 @@ def _listener_service(
     if transport == "TLS":
         assert listener.certificate is not None and listener.private_key is not None
         context = ReloadableServerContext(
-            TlsFiles(listener.certificate, listener.private_key, listener.ca, listener.request_client_certificate)
+            TlsFiles(
+                listener.certificate,
+                listener.private_key,
+                listener.ca,
+                listener.request_client_certificate,
+            )
         )
         top.tls_contexts.append(context)
         serving = TLSMemoryBIOFactory(context, False, factory)
@@ -224,7 +232,7 @@ def _client_tls_factory(config: Config) -> Callable[[str], IOpenSSLClientConnect
     trust = Certificate.loadPEM(cas[0].read_bytes()) if cas else platformTrust()
 
     def creator(server_name: str) -> IOpenSSLClientConnectionCreator:
-        return optionsForClientTLS(server_name, trustRoot=trust)  # type: ignore[no-any-return]
+        return optionsForClientTLS(server_name, trustRoot=trust)
 
     return creator
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import gc
 import signal
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorThreads
 from twisted.python import usage
 
 from homeredirect.config.errors import ConfigError
@@ -61,8 +62,12 @@ def makeService(options: Options) -> IService:
     gc.freeze()
     gc.set_threshold(50_000, 20, 10)
 
+    # Twisted types the global reactor without IReactorThreads, which every reactor
+    # twistd can install provides.
+    threads = cast(IReactorThreads, reactor)
+
     def reload_on_sighup(signum: int, frame: Any) -> None:
-        reactor.callFromThread(top.reload)
+        threads.callFromThread(top.reload)
 
     signal.signal(signal.SIGHUP, reload_on_sighup)
     return top

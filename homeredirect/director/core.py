@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from homeredirect.director.decision import Decision, Local, Proxy, Redirect, Reject
 from homeredirect.director.interfaces import IRoutingPolicy
@@ -34,6 +35,7 @@ from homeredirect.sip.serialize import serialize
 from homeredirect.sip.uri import SipUri, unescape
 from homeredirect.transaction.server import ServerTransaction, ServerTransactionTable
 from homeredirect.transport.flows import FlowClosed, IFlow, annotate_via, reply_address
+from homeredirect.transport.sink import IMessageSink
 
 log = FilteredLogger()
 
@@ -51,6 +53,7 @@ class DirectorSettings:
     redirect_reason: str = "Redirect request to Home Server"
 
 
+@implementer(IMessageSink)
 class DirectorCore:
     """Turns parsed messages into decisions and responses; owns no sockets."""
 
@@ -126,7 +129,9 @@ class DirectorCore:
         received_at = self._clock.seconds()
         first_line = split_list(request.headers.get_all("Via")[0])
         top_via = annotate_via(first_line[0], request.vias[0], flow.remote)
-        destination = None if flow.reliable else reply_address(request.vias[0], flow.remote, flow.transport)
+        destination = (
+            None if flow.reliable else reply_address(request.vias[0], flow.remote, flow.transport)
+        )
 
         def send(data: bytes) -> None:
             flow.send(data, destination)
@@ -137,7 +142,9 @@ class DirectorCore:
         if method == "REGISTER":
             self._register(context)
         elif method == "OPTIONS":
-            self._respond(context, 200, extra=(("Allow", ALLOWED_METHODS), ("Accept", "application/sdp")))
+            self._respond(
+                context, 200, extra=(("Allow", ALLOWED_METHODS), ("Accept", "application/sdp"))
+            )
         elif method == "CANCEL":
             self._respond(context, 481)
         else:
@@ -164,9 +171,15 @@ class DirectorCore:
             deferred: Deferred[Assignment | None] = self._resolver.resolve(aor)
         except Exception:
             deferred = fail()
-        deferred.addCallbacks(self._assigned, self._resolve_failed, (context, aor), None, (context, aor))
+        # callbackKeywords: {} (what Twisted makes of None), not the default mapping proxy,
+        # which is slower to unpack into the callback's call.
+        deferred.addCallbacks(
+            self._assigned, self._resolve_failed, (context, aor), {}, (context, aor)
+        )
 
-    def _assigned(self, assignment: Assignment | None, context: _RequestContext, aor: AddressOfRecord) -> None:
+    def _assigned(
+        self, assignment: Assignment | None, context: _RequestContext, aor: AddressOfRecord
+    ) -> None:
         if assignment is None:
             self._respond(context, 404)
             self._log_decision(context, aor, "unknown", None)
@@ -179,17 +192,26 @@ class DirectorCore:
             return
         self._carry_out(decision, context, aor)
 
-    def _resolve_failed(self, failure: Failure, context: _RequestContext, aor: AddressOfRecord) -> None:
+    def _resolve_failed(
+        self, failure: Failure, context: _RequestContext, aor: AddressOfRecord
+    ) -> None:
         if failure.check(DirectoryUnavailable):
-            log.warn("directory unavailable for {aor}: {reason}", aor=str(aor), reason=str(failure.value))
+            log.warn(
+                "directory unavailable for {aor}: {reason}", aor=str(aor), reason=str(failure.value)
+            )
         else:
             log.failure("resolver failed for {aor}", failure, aor=str(aor))
         self._respond(
-            context, 503, "Directory unavailable", extra=(("Retry-After", str(self._settings.retry_after)),)
+            context,
+            503,
+            "Directory unavailable",
+            extra=(("Retry-After", str(self._settings.retry_after)),),
         )
         self._log_decision(context, aor, "unavailable", None)
 
-    def _carry_out(self, decision: Decision, context: _RequestContext, aor: AddressOfRecord) -> None:
+    def _carry_out(
+        self, decision: Decision, context: _RequestContext, aor: AddressOfRecord
+    ) -> None:
         if isinstance(decision, Redirect):
             settings = self._settings
             self._respond(
@@ -239,7 +261,9 @@ class DirectorCore:
         response = self._responses.response(context.request, status, reason, extra, context.top_via)
         context.transaction.respond(response)
 
-    def _log_decision(self, context: _RequestContext, aor: AddressOfRecord, decision: str, target: str | None) -> None:
+    def _log_decision(
+        self, context: _RequestContext, aor: AddressOfRecord, decision: str, target: str | None
+    ) -> None:
         if not enabled(LogLevel.info):
             return
         log.info(
@@ -258,7 +282,12 @@ class _RequestContext:
     __slots__ = ("flow", "received_at", "request", "top_via", "transaction")
 
     def __init__(
-        self, request: Request, transaction: ServerTransaction, top_via: str, received_at: float, flow: IFlow
+        self,
+        request: Request,
+        transaction: ServerTransaction,
+        top_via: str,
+        received_at: float,
+        flow: IFlow,
     ) -> None:
         self.request = request
         self.transaction = transaction

@@ -7,8 +7,6 @@ needs to know the deployment's addressing.
 
 from __future__ import annotations
 
-from typing import Union
-
 from attrs import field, frozen
 from attrs.validators import in_
 
@@ -42,4 +40,4 @@ class Reject:
     reason: str = field(default="Forbidden")
 
 
-Decision = Union[Redirect, Proxy, Local, Reject]
+Decision = Redirect | Proxy | Local | Reject

@@ -94,7 +94,9 @@ def load_policy(name: str, context: PolicyContext) -> IRoutingPolicy:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise PolicyLoadError(f"cannot import {module_name!r} for policy {name!r}: {error}") from None
+        raise PolicyLoadError(
+            f"cannot import {module_name!r} for policy {name!r}: {error}"
+        ) from None
     factory = getattr(module, class_name, None)
     if factory is None:
         raise PolicyLoadError(f"module {module_name!r} has no {class_name!r} for policy {name!r}")

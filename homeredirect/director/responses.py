@@ -84,7 +84,9 @@ class ResponseFactory:
             status,
             reason if reason is not None else REASON_PHRASES.get(status, ""),
             Headers._trusted_copy(
-                self._fields(request.headers, status, extra, top_via, request.to_addr.tag is not None)
+                self._fields(
+                    request.headers, status, extra, top_via, request.to_addr.tag is not None
+                )
             ),
         )
 

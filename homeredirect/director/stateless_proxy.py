@@ -79,7 +79,11 @@ class StatelessProxy:
         try:
             host, port = self._network.local_via(transport)
         except LookupError:
-            log.warn("no {transport} listener to forward to {target}", transport=transport, target=target.fqdn)
+            log.warn(
+                "no {transport} listener to forward to {target}",
+                transport=transport,
+                target=target.fqdn,
+            )
             return 502, f"No {transport} transport to the home server"
         branch = self.branch_for(request, top_via)
         if self._looped(request, branch):
@@ -95,8 +99,15 @@ class StatelessProxy:
                 rebuilt += [("Via", own_via), ("Via", ", ".join(first_line))]
             elif name != "Max-Forwards":
                 rebuilt.append((name, value))
-        rebuilt.append(("Max-Forwards", str(DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards - 1)))
-        forwarded = Request(request.method, request.uri, Headers._trusted_copy(tuple(rebuilt)), request.body)
+        rebuilt.append(
+            (
+                "Max-Forwards",
+                str(DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards - 1),
+            )
+        )
+        forwarded = Request(
+            request.method, request.uri, Headers._trusted_copy(tuple(rebuilt)), request.body
+        )
         self._network.send(transport, (target.host, target.port), serialize(forwarded), target.fqdn)
         return None
 
@@ -120,9 +131,13 @@ class StatelessProxy:
                 else:
                     del fields[index]
                 break
-        relayed = Response(response.status, response.reason, Headers._trusted_copy(tuple(fields)), response.body)
+        relayed = Response(
+            response.status, response.reason, Headers._trusted_copy(tuple(fields)), response.body
+        )
         following = vias[1]
-        destination = response_destination(following, (following.host, following.port or 5060), following.transport)
+        destination = response_destination(
+            following, (following.host, following.port or 5060), following.transport
+        )
         self._network.send(following.transport, destination, serialize(relayed))
 
 

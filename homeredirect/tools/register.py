@@ -30,7 +30,8 @@ def build_register(aor: str, transport: str, local: tuple[str, int], extra_vias:
     branch = "z9hG4bK" + secrets.token_hex(8)
     vias = [f"Via: SIP/2.0/{transport.upper()} {host}:{port};branch={branch};rport"]
     vias += [
-        f"Via: SIP/2.0/{transport.upper()} 127.0.0.{n + 2}:5060;branch=z9hG4bK{secrets.token_hex(8)}"
+        f"Via: SIP/2.0/{transport.upper()} 127.0.0.{n + 2}:5060"
+        f";branch=z9hG4bK{secrets.token_hex(8)}"
         for n in range(extra_vias)
     ]
     lines = [
@@ -41,7 +42,10 @@ def build_register(aor: str, transport: str, local: tuple[str, int], extra_vias:
         f"To: <{aor}>",
         f"Call-ID: {secrets.token_hex(8)}@{host}",
         "CSeq: 1 REGISTER",
-        f"Contact: <sip:{aor.split(':', 1)[1].split('@', 1)[0]}@{host}:{port};transport={transport}>",
+        (
+            f"Contact: <sip:{aor.split(':', 1)[1].split('@', 1)[0]}@{host}:{port}"
+            f";transport={transport}>"
+        ),
         "Expires: 3600",
         "User-Agent: homeredirect-register",
         "Content-Length: 0",
@@ -92,7 +96,7 @@ def describe(response: Response) -> str:
     contacts = response.headers.get_all("Contact")
     if contacts:
         parsed = parse_contacts(contacts)
-        if parsed != "*":
+        if isinstance(parsed, list):  # else "*"
             for contact in parsed:
                 q = contact.param("q")
                 lines.append(f"  Contact: {contact.uri}" + (f" (q={q})" if q else ""))

@@ -18,7 +18,9 @@ class ISipNetwork(Interface):
     def is_local(host: str, port: int | None) -> bool:
         """True if *host*:*port* names one of our listeners (a Via we added)."""
 
-    def send(transport: str, destination: Address, data: bytes, server_name: str | None = None) -> None:
+    def send(
+        transport: str, destination: Address, data: bytes, server_name: str | None = None
+    ) -> None:
         """Send *data* over *transport* to *destination* (host may be a name).
 
         Streams reuse an open connection to *destination* or open one (over TLS

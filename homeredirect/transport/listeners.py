@@ -8,6 +8,7 @@ needs it -- the network, for our Vias.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -35,14 +36,16 @@ class ListenerService(Service):
         self.port = self._listen()
         host = self.port.getHost()
         self._bound((host.host, host.port))  # type: ignore[attr-defined]
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
 
     def stopService(self) -> Deferred[None] | None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         port, self.port = self.port, None
         if port is None:
             return None
-        return maybeDeferred(port.stopListening)
+        # maybeDeferred waits for a returned Deferred; its overloads cannot express that
+        # for a function returning `Deferred[None] | None`.
+        return cast("Deferred[None]", maybeDeferred(port.stopListening))
 
     @property
     def address(self) -> Address:

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import (
     IReactorCore,
     IReactorTCP,
     IReactorTime,
+    IStreamClientEndpoint,
 )
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -32,7 +33,7 @@ from homeredirect.transport.udp import SipDatagramProtocol
 log = FilteredLogger()
 
 
-class _Reactor(IReactorTCP, IReactorTime, IReactorCore):  # type: ignore[misc]
+class _Reactor(IReactorTCP, IReactorTime, IReactorCore):
     """The reactor interfaces the network uses."""
 
 
@@ -91,7 +92,9 @@ class SipNetwork:
     def is_local(self, host: str, port: int | None) -> bool:
         return (host.strip("[]").lower(), port or 5060) in self._local
 
-    def send(self, transport: str, destination: Address, data: bytes, server_name: str | None = None) -> None:
+    def send(
+        self, transport: str, destination: Address, data: bytes, server_name: str | None = None
+    ) -> None:
         if transport == "UDP":
             self._send_datagram(destination, data)
         elif transport in ("TCP", "TLS"):
@@ -121,7 +124,9 @@ class SipNetwork:
 
     # -- streams -----------------------------------------------------------------
 
-    def _send_stream(self, transport: str, destination: Address, data: bytes, server_name: str) -> None:
+    def _send_stream(
+        self, transport: str, destination: Address, data: bytes, server_name: str
+    ) -> None:
         host, port = destination[0].strip("[]"), destination[1] or DEFAULT_PORTS[transport]
         key = (transport, host, port)
         connection = self._outbound.get(key) or self._registry.get(transport, (host, port))
@@ -140,11 +145,13 @@ class SipNetwork:
             log.warn("no {transport} listener to connect from", transport=transport)
             return
         self._connecting[key] = [data]
-        endpoint = HostnameEndpoint(self._reactor, host, port, timeout=self._connect_timeout)
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            self._reactor, host, port, timeout=self._connect_timeout
+        )
         if transport == "TLS":
             endpoint = wrapClientTLS(self._client_tls(server_name), endpoint)
         connecting = endpoint.connect(factory)
-        connecting.addCallbacks(self._connected, self._connect_failed, (key,), None, (key,))
+        connecting.addCallbacks(self._connected, self._connect_failed, (key,), {}, (key,))
 
     def _connected(self, protocol: SipStreamProtocol, key: tuple[str, str, int]) -> None:
         self._outbound[key] = protocol

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -24,6 +24,9 @@ from homeredirect.transport.flows import Address, FlowClosed, IFlow
 from homeredirect.transport.sink import IMessageSink
 
 log = FilteredLogger()
+
+# connectionLost's default reason (Twisted always passes one).
+_CONNECTION_LOST = Failure(ConnectionError())
 
 
 def _address(address: IAddress) -> Address:
@@ -56,6 +59,7 @@ class ConnectionRegistry:
         protocols = list(self._connections.values())
         closing = gatherResults([protocol.lost for protocol in protocols])
         for protocol in protocols:
+            assert protocol.transport is not None  # registered connections are connected
             protocol.transport.loseConnection()
         deadline = clock.callLater(grace, _abort_open, protocols)
 
@@ -69,6 +73,7 @@ class ConnectionRegistry:
 def _abort_open(protocols: list[SipStreamProtocol]) -> None:
     for protocol in protocols:
         if protocol.connected:
+            assert protocol.transport is not None
             protocol.transport.abortConnection()
 
 
@@ -80,7 +85,9 @@ class StreamFlow:
 
     reliable = True
 
-    def __init__(self, protocol: SipStreamProtocol, transport: str, remote: Address, local: Address) -> None:
+    def __init__(
+        self, protocol: SipStreamProtocol, transport: str, remote: Address, local: Address
+    ) -> None:
         self._protocol = protocol
         self.transport = transport
         self.remote = remote
@@ -93,6 +100,8 @@ class StreamFlow:
 class SipStreamProtocol(Protocol, TimeoutMixin):
     """One TCP or TLS connection, inbound or outbound."""
 
+    # TCP, or TLS over TCP (TLSMemoryBIOProtocol provides what the TCP transport does).
+    transport: ITCPTransport | None
     flow: StreamFlow
     key: tuple[str, str, int]
 
@@ -103,6 +112,7 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
         self.lost: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         factory = self._factory
         remote = _address(self.transport.getPeer())
         self.key = (factory.transport_name, remote[0], remote[1])
@@ -117,20 +127,22 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
             self.transport.abortConnection()
             return
         self._open = True
-        self.setTimeout(factory.idle_timeout)
+        self.setTimeout(factory.idle_timeout)  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
-        self.resetTimeout()
+        self.resetTimeout()  # type: ignore[no-untyped-call]
         sink = self._factory.sink
         for event in self._parser.feed(data):
             try:
                 if type(event) is MessageReceived:
                     sink.message_received(event.message, self.flow)
                 elif type(event) is KeepAlivePing:
+                    assert self.transport is not None
                     self.transport.write(b"\r\n")
                 elif type(event) is MessageRejected:
                     sink.message_rejected(event, self.flow)
                     if event.fatal:
+                        assert self.transport is not None
                         self.transport.loseConnection()
             except Exception:
                 log.failure("failed to handle a message from {remote}", remote=self.flow.remote)
@@ -139,29 +151,39 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
         """Send *data* on this connection, or raise FlowClosed if it has gone."""
         if not self._open:
             raise FlowClosed(f"connection to {self.flow.remote} is closed")
-        self.resetTimeout()
+        assert self.transport is not None  # open, so connected
+        self.resetTimeout()  # type: ignore[no-untyped-call]
         self.transport.write(data)
 
     def timeoutConnection(self) -> None:
-        log.info("closing idle {transport} connection {remote}", transport=self.key[0], remote=self.flow.remote)
+        log.info(
+            "closing idle {transport} connection {remote}",
+            transport=self.key[0],
+            remote=self.flow.remote,
+        )
+        assert self.transport is not None
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure = _CONNECTION_LOST) -> None:
         was_open = self._open
         self._open = False
-        self.setTimeout(None)
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
         if hasattr(self, "key"):
             self._factory.release(self, was_open)
         self.lost.callback(None)
         if was_open and reason.check(SSL.Error):
             # A failed handshake (RFC 5246 alert, bad certificate...) costs only this connection.
-            log.info("TLS connection {remote} failed: {reason}", remote=self.flow.remote, reason=str(reason.value))
+            log.info(
+                "TLS connection {remote} failed: {reason}",
+                remote=self.flow.remote,
+                reason=str(reason.value),
+            )
 
 
 class SipStreamFactory(Factory):
     """Makes SipStreamProtocols for one listener (or for outbound connections)."""
 
-    protocol = SipStreamProtocol  # type: ignore[assignment]
+    protocol = SipStreamProtocol
     noisy = False
 
     def __init__(
@@ -186,9 +208,10 @@ class SipStreamFactory(Factory):
         self.clock = clock
         self.open_connections = 0
 
-    def buildProtocol(self, addr: IAddress) -> SipStreamProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> SipStreamProtocol:
         protocol = SipStreamProtocol(self)
-        protocol.callLater = self.clock.callLater  # type: ignore[method-assign]
+        # TimeoutMixin's (unannotated) hook for the clock it schedules idle timeouts on.
+        protocol.callLater = self.clock.callLater  # type: ignore[method-assign, assignment]
         return protocol
 
     def admit(self, protocol: SipStreamProtocol) -> bool:

@@ -62,12 +62,18 @@ def build_server_context(files: TlsFiles) -> SSL.Context:
     return context
 
 
-def _accept_verified(connection: SSL.Connection, x509: object, errno: int, depth: int, ok: int) -> bool:
+def _accept_verified(
+    connection: SSL.Connection, x509: object, errno: int, depth: int, ok: int
+) -> bool:
     return bool(ok)
 
 
 def _describe(error: SSL.Error) -> str:
-    details = [":".join(str(part) for part in item if part) for item in error.args[0]] if error.args else []
+    details = (
+        [":".join(str(part) for part in item if part) for item in error.args[0]]
+        if error.args
+        else []
+    )
     return "; ".join(details) or "unknown OpenSSL error"
 
 

@@ -9,6 +9,7 @@ is busy.
 from __future__ import annotations
 
 import socket
+from typing import Protocol, cast
 
 from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
@@ -19,6 +20,14 @@ from homeredirect.transport.flows import Address, IFlow
 from homeredirect.transport.sink import IMessageSink
 
 log = FilteredLogger()
+
+
+class _UDPPort(Protocol):
+    """What startProtocol uses of the port listenUDP connects us to (udp.Port)."""
+
+    maxPacketSize: int
+
+    def getHandle(self) -> socket.socket: ...
 
 
 @implementer(IFlow)
@@ -56,20 +65,23 @@ class SipDatagramProtocol(DatagramProtocol):
         self._buffers = (receive_buffer, send_buffer)
 
     def startProtocol(self) -> None:
-        handle = self.transport.getHandle()
-        for option, size in zip((socket.SO_RCVBUF, socket.SO_SNDBUF), self._buffers):
+        port = cast(_UDPPort, self.transport)
+        handle = port.getHandle()
+        for option, size in zip((socket.SO_RCVBUF, socket.SO_SNDBUF), self._buffers, strict=True):
             try:
                 handle.setsockopt(socket.SOL_SOCKET, option, size)
             except OSError as error:
-                log.warn("cannot size UDP socket buffer to {size}: {error}", size=size, error=str(error))
+                log.warn(
+                    "cannot size UDP socket buffer to {size}: {error}", size=size, error=str(error)
+                )
         # Twisted reads at most maxPacketSize bytes a datagram; SIP allows up to 64 KiB.
-        self.transport.maxPacketSize = max(self._max + 1, 65_536)
+        port.maxPacketSize = max(self._max + 1, 65_536)
         # Replies go straight to the socket: Port.write would re-check on every
         # datagram that the address is an IP literal, which ours always are
         # (sources of datagrams, or names resolved by SipNetwork first).
         self._sendto = handle.sendto
 
-    def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # type: ignore[override]
+    def datagramReceived(self, datagram: bytes, addr: Address) -> None:
         try:
             event = parse_datagram(datagram, self._max)
             if event is None:
@@ -88,4 +100,8 @@ class SipDatagramProtocol(DatagramProtocol):
         except OSError as error:
             # UDP is unreliable (RFC 3261 §18.1.1): a full buffer or an ICMP error
             # costs this datagram only; retransmission recovers.
-            log.warn("UDP send to {destination} failed: {error}", destination=destination, error=str(error))
+            log.warn(
+                "UDP send to {destination} failed: {error}",
+                destination=destination,
+                error=str(error),
+            )

@@ -93,7 +93,9 @@ def register(
     """A REGISTER for *aor* (RFC 3261 §10.2), optionally as if via *extra_vias* proxies."""
     branch = branch or "z9hG4bK" + secrets.token_hex(6)
     vias = [f"Via: SIP/2.0/{transport} {via_host}:{via_port};branch={branch};rport"]
-    vias += [f"Via: SIP/2.0/UDP 127.0.0.{n + 20}:5060;branch=z9hG4bKup{n}" for n in range(extra_vias)]
+    vias += [
+        f"Via: SIP/2.0/UDP 127.0.0.{n + 20}:5060;branch=z9hG4bKup{n}" for n in range(extra_vias)
+    ]
     return (
         "\r\n".join(
             [
@@ -171,7 +173,9 @@ def udp_client() -> UdpClient:
     return client
 
 
-def connect_stream(port: int, tls_ca: Path | None = None, server_name: str = "director.example.com") -> Deferred[StreamClient]:
+def connect_stream(
+    port: int, tls_ca: Path | None = None, server_name: str = "director.example.com"
+) -> Deferred[StreamClient]:
     endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=TIMEOUT)
     if tls_ca is not None:
         trust = Certificate.loadPEM(tls_ca.read_bytes())

@@ -10,7 +10,6 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from homeredirect.sip.message import Response
 from tests.integration.support import (
     connect_stream,
     director_config,
@@ -40,7 +39,9 @@ class BadInputTests(TestCase):
     def setUp(self) -> None:
         directory = Path(self.mktemp()).resolve()
         directory.mkdir()
-        config = director_config(directory, transports=("udp", "tcp"), limits={"max_message_size": 4096})
+        config = director_config(
+            directory, transports=("udp", "tcp"), limits={"max_message_size": 4096}
+        )
         self.service = start_director(directory, config)
         self.addCleanup(self.service.stopService)
         self.udp = ("127.0.0.1", self.service.listener("udp").address[1])
@@ -66,7 +67,9 @@ class BadInputTests(TestCase):
     def test_malformed_header_gets_400_naming_it(self):  # type: ignore[no-untyped-def]
         client = udp_client()
         self.addCleanup(client.transport.stopListening)
-        request = register("alice@example.com", via_port=client.port).replace(b"CSeq: 1 REGISTER", b"CSeq: one REGISTER")
+        request = register("alice@example.com", via_port=client.port).replace(
+            b"CSeq: 1 REGISTER", b"CSeq: one REGISTER"
+        )
         client.transport.write(request, self.udp)
         # The 400 echoes the request's (bad) CSeq verbatim (RFC 3261 §8.2.6.2),
         # so it is checked as bytes.
@@ -82,7 +85,9 @@ class BadInputTests(TestCase):
     def test_bad_version_gets_505(self):  # type: ignore[no-untyped-def]
         client = udp_client()
         self.addCleanup(client.transport.stopListening)
-        request = register("alice@example.com", via_port=client.port).replace(b" SIP/2.0\r\n", b" SIP/7.0\r\n", 1)
+        request = register("alice@example.com", via_port=client.port).replace(
+            b" SIP/2.0\r\n", b" SIP/7.0\r\n", 1
+        )
         client.transport.write(request, self.udp)
         response = yield client.next()
         self.assertEqual(response.status, 505)
@@ -91,7 +96,9 @@ class BadInputTests(TestCase):
     def test_truncated_body_gets_400(self):  # type: ignore[no-untyped-def]
         client = udp_client()
         self.addCleanup(client.transport.stopListening)
-        request = register("alice@example.com", via_port=client.port).replace(b"Content-Length: 0", b"Content-Length: 50")
+        request = register("alice@example.com", via_port=client.port).replace(
+            b"Content-Length: 0", b"Content-Length: 50"
+        )
         client.transport.write(request, self.udp)
         response = yield client.next()
         self.assertEqual(response.status, 400)
@@ -144,7 +151,9 @@ class BadInputTests(TestCase):
     @inlineCallbacks
     def test_truncated_stream_then_close_costs_nothing(self):  # type: ignore[no-untyped-def]
         client = yield connect_stream(self.tcp_port)
-        client.transport.write(register("alice@example.com", transport="TCP", via_port=client.port)[:60])
+        client.transport.write(
+            register("alice@example.com", transport="TCP", via_port=client.port)[:60]
+        )
         yield disconnect(client)
         udp = udp_client()
         self.addCleanup(udp.transport.stopListening)
@@ -154,7 +163,9 @@ class BadInputTests(TestCase):
     def test_malformed_response_is_dropped(self):  # type: ignore[no-untyped-def]
         client = udp_client()
         self.addCleanup(client.transport.stopListening)
-        client.transport.write(b"SIP/2.0 2000 Nope\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKx\r\n\r\n", self.udp)
+        client.transport.write(
+            b"SIP/2.0 2000 Nope\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKx\r\n\r\n", self.udp
+        )
         yield settle()
         self.assertEqual(client.received.pending, [])
         yield self.assert_still_answers(client)

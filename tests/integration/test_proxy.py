@@ -4,13 +4,20 @@ the home server (RFC 3261 §16.11), and the home server's answer comes back."""
 from __future__ import annotations
 
 from pathlib import Path
+
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from homeredirect.sip.message import Headers, Request, Response
 from homeredirect.sip.serialize import serialize
-from tests.integration.support import UdpClient, director_config, register, start_director, udp_client
+from tests.integration.support import (
+    UdpClient,
+    director_config,
+    register,
+    start_director,
+    udp_client,
+)
 
 
 class HomeStandIn(UdpClient):
@@ -18,7 +25,9 @@ class HomeStandIn(UdpClient):
     copying Via, From, To, Call-ID and CSeq, and keeps what it received."""
 
     def answer(self, request: Request, addr: tuple[str, int]) -> None:
-        fields = [(n, v) for n, v in request.headers if n in ("Via", "From", "To", "Call-ID", "CSeq")]
+        fields = [
+            (n, v) for n, v in request.headers if n in ("Via", "From", "To", "Call-ID", "CSeq")
+        ]
         fields = [(n, v + ";tag=home" if n == "To" else v) for n, v in fields]
         ok = Response(200, "OK", Headers(fields))
         self.transport.write(serialize(ok), addr)
@@ -34,7 +43,13 @@ class StatelessProxyTests(TestCase):
         config = director_config(
             directory,
             transports=("udp",),
-            home_servers={"home1.example.com": {"host": "127.0.0.1", "port": self.home.port, "transport": "udp"}},
+            home_servers={
+                "home1.example.com": {
+                    "host": "127.0.0.1",
+                    "port": self.home.port,
+                    "transport": "udp",
+                }
+            },
         )
         self.service = start_director(directory, config)
         self.addCleanup(self.service.stopService)
@@ -44,7 +59,10 @@ class StatelessProxyTests(TestCase):
     def test_two_via_register_is_proxied_and_the_200_returns(self):  # type: ignore[no-untyped-def]
         edge = udp_client()
         self.addCleanup(edge.transport.stopListening)
-        edge.transport.write(register("alice@example.com", via_port=edge.port, extra_vias=1, call_id="p1"), self.director)
+        edge.transport.write(
+            register("alice@example.com", via_port=edge.port, extra_vias=1, call_id="p1"),
+            self.director,
+        )
         forwarded = yield self.home.next()
         assert isinstance(forwarded, Request)
         self.assertEqual(forwarded.method, "REGISTER")
@@ -81,7 +99,10 @@ class StatelessProxyTests(TestCase):
     def test_max_forwards_zero_gets_483(self):  # type: ignore[no-untyped-def]
         edge = udp_client()
         self.addCleanup(edge.transport.stopListening)
-        edge.transport.write(register("alice@example.com", via_port=edge.port, extra_vias=1, max_forwards=0), self.director)
+        edge.transport.write(
+            register("alice@example.com", via_port=edge.port, extra_vias=1, max_forwards=0),
+            self.director,
+        )
         response = yield edge.next()
         self.assertEqual(response.status, 483)
 

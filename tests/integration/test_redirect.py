@@ -11,11 +11,11 @@ from homeredirect.sip.headers import parse_contacts
 from homeredirect.sip.message import Response
 from tests.integration.support import (
     connect_stream,
-    disconnect,
     director_config,
+    disconnect,
+    pki_in,
     register,
     start_director,
-    pki_in,
     udp_client,
 )
 
@@ -29,7 +29,9 @@ class RedirectTests(TestCase):
 
     def assert_redirect_to_home1(self, response: object) -> None:
         assert isinstance(response, Response)
-        self.assertEqual((response.status, response.reason), (301, "Redirect request to Home Server"))
+        self.assertEqual(
+            (response.status, response.reason), (301, "Redirect request to Home Server")
+        )
         contacts = parse_contacts(response.headers.get_all("Contact"))
         assert contacts != "*"
         self.assertEqual(
@@ -63,7 +65,9 @@ class RedirectTests(TestCase):
     @inlineCallbacks
     def test_tls_register_is_redirected_to_home_server(self):  # type: ignore[no-untyped-def]
         pki = pki_in(self.directory)
-        client = yield connect_stream(self.service.listener("tls").address[1], tls_ca=pki.ca_certificate)
+        client = yield connect_stream(
+            self.service.listener("tls").address[1], tls_ca=pki.ca_certificate
+        )
         self.addCleanup(disconnect, client)
         client.transport.write(register("alice@example.com", transport="TLS", via_port=client.port))
         self.assert_redirect_to_home1((yield client.next()))
@@ -100,7 +104,9 @@ class RedirectTests(TestCase):
         client.transport.write(request, address)
         first = yield client.next()
         # The user moves; a retransmission must still get the first answer, byte for byte.
-        (self.directory / "assignments.csv").write_text("user,home_server\nalice@example.com,home9.example.com\n")
+        (self.directory / "assignments.csv").write_text(
+            "user,home_server\nalice@example.com,home9.example.com\n"
+        )
         yield self.service.reload()
         client.transport.write(request, address)
         second = yield client.next()
@@ -121,7 +127,9 @@ class Ipv6Tests(TestCase):
 
         directory = Path(self.mktemp()).resolve()
         directory.mkdir()
-        service = start_director(directory, director_config(directory, transports=("udp",), host="::1"))
+        service = start_director(
+            directory, director_config(directory, transports=("udp",), host="::1")
+        )
         self.addCleanup(service.stopService)
         client = UdpClient()
         port = reactor.listenUDP(0, client, interface="::1")

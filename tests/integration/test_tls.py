@@ -6,19 +6,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from OpenSSL import SSL
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
-from OpenSSL import SSL
 
 from homeredirect.tools.certs import ensure_test_pki
-from tests.integration.support import connect_stream, director_config, disconnect, pki_in, register, start_director
+from tests.integration.support import (
+    connect_stream,
+    director_config,
+    disconnect,
+    pki_in,
+    register,
+    start_director,
+)
 
 
 class TlsReloadTests(TestCase):
     def setUp(self) -> None:
         self.directory = Path(self.mktemp()).resolve()
         self.directory.mkdir()
-        self.service = start_director(self.directory, director_config(self.directory, transports=("tls",)))
+        self.service = start_director(
+            self.directory, director_config(self.directory, transports=("tls",))
+        )
         self.addCleanup(self.service.stopService)
         self.port = self.service.listener("tls").address[1]
         self.old_ca = self.directory / "old-ca.pem"
@@ -36,7 +45,9 @@ class TlsReloadTests(TestCase):
         self.addCleanup(disconnect, established)
         self.assertEqual((yield self.ask(established)), 301)
 
-        renewed = ensure_test_pki(self.directory / "pki", ["director.example.com"], ["127.0.0.1"], force=True)
+        renewed = ensure_test_pki(
+            self.directory / "pki", ["director.example.com"], ["127.0.0.1"], force=True
+        )
         yield self.service.reload()
 
         fresh = yield connect_stream(self.port, tls_ca=renewed.ca_certificate)
@@ -89,7 +100,10 @@ def _handshake(context: SSL.Context, client_max: int) -> bool:
                 peer.bio_write(side.bio_read(65536))
             except SSL.WantReadError:
                 pass
-        if client.get_protocol_version_name() != "Unknown" and server.get_protocol_version_name() != "Unknown":
+        if (
+            client.get_protocol_version_name() != "Unknown"
+            and server.get_protocol_version_name() != "Unknown"
+        ):
             try:
                 client.do_handshake()
                 server.do_handshake()

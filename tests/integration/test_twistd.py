@@ -28,7 +28,9 @@ def free_udp_port() -> int:
 
 
 def write_config(directory: Path, port: int, **server: str) -> Path:
-    (directory / "assignments.csv").write_text("user,home_server\nalice@example.com,home1.example.com\n")
+    (directory / "assignments.csv").write_text(
+        "user,home_server\nalice@example.com,home1.example.com\n"
+    )
     extra = "".join(f'{key} = "{value}"\n' for key, value in server.items())
     path = directory / "director.toml"
     path.write_text(
@@ -134,11 +136,16 @@ def test_twistd_plugin_serves_and_sighup_reloads_assignments(tmp_path: Path, twi
 @pytest.mark.parametrize(
     ("server", "expected"),
     [
-        ({"role": "proxy"}, '[server].role: expected one of "director", "home", "edge", got "proxy"'),
+        (
+            {"role": "proxy"},
+            '[server].role: expected one of "director", "home", "edge", got "proxy"',
+        ),
         ({"unknown_key": "x"}, "unknown_key"),
     ],
 )
-def test_bad_config_is_refused_naming_file_and_key(tmp_path: Path, server: dict[str, str], expected: str) -> None:
+def test_bad_config_is_refused_naming_file_and_key(
+    tmp_path: Path, server: dict[str, str], expected: str
+) -> None:
     config = write_config(tmp_path, free_udp_port(), **server)
     result = subprocess.run(
         [TWISTD, "-n", "--pidfile=", "homeredirect", "--config", str(config)],
@@ -156,7 +163,9 @@ def test_bad_config_is_refused_naming_file_and_key(tmp_path: Path, server: dict[
 
 def test_bad_assignment_file_is_refused_with_file_and_line(tmp_path: Path) -> None:
     config = write_config(tmp_path, free_udp_port())
-    (tmp_path / "assignments.csv").write_text("user,home_server\nalice@example.com,home1.example.com\nbroken\n")
+    (tmp_path / "assignments.csv").write_text(
+        "user,home_server\nalice@example.com,home1.example.com\nbroken\n"
+    )
     result = subprocess.run(
         [TWISTD, "-n", "--pidfile=", "homeredirect", "--config", str(config)],
         cwd=tmp_path,

@@ -70,5 +70,7 @@ class RecordingNetwork:
     def is_local(self, host: str, port: int | None) -> bool:
         return (host, port or 5060) == ("192.0.2.1", 5060)
 
-    def send(self, transport: str, destination: Address, data: bytes, server_name: str | None = None) -> None:
+    def send(
+        self, transport: str, destination: Address, data: bytes, server_name: str | None = None
+    ) -> None:
         self.sent.append((transport, destination, data, server_name))

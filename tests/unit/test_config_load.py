@@ -359,8 +359,8 @@ def test_unknown_key_is_reported_before_the_missing_key_it_misspells(base_dir: P
 def test_unknown_table_is_named(base_dir: Path) -> None:
     data = minimal(limit={"max_connections": 5})
     assert error_for(data, base_dir) == (
-        "director.toml: [limit]: unknown key; expected one of [server], [[listen]], [limits], [log], "
-        '[assignments], [policy], [home_servers] (did you mean "limits"?)'
+        "director.toml: [limit]: unknown key; expected one of [server], [[listen]], [limits], "
+        '[log], [assignments], [policy], [home_servers] (did you mean "limits"?)'
     )
 
 

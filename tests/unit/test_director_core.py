@@ -28,7 +28,9 @@ from tests.unit.fakes import RecordingFlow, RecordingNetwork, TableResolver
 TABLE = {"alice@example.com": "home1.example.com", "dir@example.com": "director.example.com"}
 
 
-def make_core(resolver: Any = None, policy: Any = None, network: Any = None, tmp: Any = None, **settings: Any):  # type: ignore[no-untyped-def]
+def make_core(  # type: ignore[no-untyped-def]
+    resolver: Any = None, policy: Any = None, network: Any = None, tmp: Any = None, **settings: Any
+):
     clock = Clock()
     config = parse_config(
         {
@@ -54,17 +56,29 @@ def make_core(resolver: Any = None, policy: Any = None, network: Any = None, tmp
 
 
 def _default_targets(fqdn: str):  # type: ignore[no-untyped-def]
-    backup = Target("home2.example.com", "home2.example.com", 5061, "tls") if fqdn == "home1.example.com" else None
+    backup = (
+        Target("home2.example.com", "home2.example.com", 5061, "tls")
+        if fqdn == "home1.example.com"
+        else None
+    )
     return Target(fqdn, fqdn, 5061, "tls"), backup
 
 
-def request(aor: str = "alice@example.com", vias: int = 1, method: str = "REGISTER", extra: str = "", mf: int = 70) -> Request:
+def request(
+    aor: str = "alice@example.com",
+    vias: int = 1,
+    method: str = "REGISTER",
+    extra: str = "",
+    mf: int = 70,
+) -> Request:
     via_lines = "".join(
-        f"Via: SIP/2.0/UDP 192.0.2.{10 + n}:5099;branch=z9hG4bK{n}abc;rport\r\n" for n in range(vias)
+        f"Via: SIP/2.0/UDP 192.0.2.{10 + n}:5099;branch=z9hG4bK{n}abc;rport\r\n"
+        for n in range(vias)
     )
     data = (
         f"{method} sip:example.com SIP/2.0\r\n{via_lines}Max-Forwards: {mf}\r\n"
-        f"From: <sip:{aor}>;tag=f1\r\nTo: <sip:{aor}>\r\nCall-ID: c1@x\r\nCSeq: 7 {method}\r\n{extra}"
+        f"From: <sip:{aor}>;tag=f1\r\nTo: <sip:{aor}>\r\nCall-ID: c1@x\r\n"
+        f"CSeq: 7 {method}\r\n{extra}"
         "Content-Length: 0\r\n\r\n"
     ).encode()
     event = parse_datagram(data)
@@ -209,14 +223,20 @@ def test_transaction_is_forgotten_after_timer_j() -> None:
 
 def test_two_vias_are_proxied_with_our_via_and_decremented_max_forwards() -> None:
     network = RecordingNetwork()
-    core, _ = make_core(network=network, policy=ViaCountPolicy(PolicyContext(fqdn="director.example.com")))
+    core, _ = make_core(
+        network=network, policy=ViaCountPolicy(PolicyContext(fqdn="director.example.com"))
+    )
     flow = RecordingFlow()
     # home1 is reached over TLS by default and the fake network has no TLS: use an UDP home.
     core._targets = lambda fqdn: (Target(fqdn, "192.0.2.50", 5060, "udp"), None)  # type: ignore[method-assign]
     core.message_received(request(vias=2), flow)
     assert flow.sent == []
     ((transport, destination, data, server_name),) = network.sent
-    assert (transport, destination, server_name) == ("UDP", ("192.0.2.50", 5060), "home1.example.com")
+    assert (transport, destination, server_name) == (
+        "UDP",
+        ("192.0.2.50", 5060),
+        "home1.example.com",
+    )
     event = parse_datagram(data)
     assert isinstance(event, MessageReceived)
     forwarded = event.message
@@ -307,8 +327,10 @@ def test_invite_rejection_and_its_ack_are_absorbed() -> None:
     final = only_response(flow)
     assert final.status == 405
     ack = (
-        "ACK sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5099;branch=z9hG4bK0abc;rport\r\n"
-        f"Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=f1\r\nTo: {final.headers.get('To')}\r\n"
+        "ACK sip:example.com SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.10:5099;branch=z9hG4bK0abc;rport\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=f1\r\n"
+        f"To: {final.headers.get('To')}\r\n"
         "Call-ID: c1@x\r\nCSeq: 7 ACK\r\nContent-Length: 0\r\n\r\n"
     ).encode()
     event = parse_datagram(ack)

@@ -28,7 +28,9 @@ HERE = Assignment("director.example.com")
 
 
 def register(vias: int, user: str = "alice") -> Request:
-    lines = "".join(f"Via: SIP/2.0/TLS 192.0.2.{n + 1}:5061;branch=z9hG4bK{n}\r\n" for n in range(vias))
+    lines = "".join(
+        f"Via: SIP/2.0/TLS 192.0.2.{n + 1}:5061;branch=z9hG4bK{n}\r\n" for n in range(vias)
+    )
     data = (
         f"REGISTER sip:example.com SIP/2.0\r\n{lines}From: <sip:{user}@example.com>;tag=1\r\n"
         f"To: <sip:{user}@example.com>\r\nCall-ID: x\r\nCSeq: 1 REGISTER\r\n\r\n"
@@ -60,7 +62,11 @@ def test_always_policies_ignore_via_count() -> None:
 
 @pytest.mark.parametrize(
     ("name", "cls"),
-    [("via-count", ViaCountPolicy), ("always-redirect", AlwaysRedirectPolicy), ("always-proxy", AlwaysProxyPolicy)],
+    [
+        ("via-count", ViaCountPolicy),
+        ("always-redirect", AlwaysRedirectPolicy),
+        ("always-proxy", AlwaysProxyPolicy),
+    ],
 )
 def test_built_in_policies_load_by_name(name: str, cls: type) -> None:
     assert isinstance(load_policy(name, CONTEXT), cls)

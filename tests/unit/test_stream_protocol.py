@@ -3,8 +3,6 @@ timeout and the connection limit (StringTransport and Clock, no sockets)."""
 
 from __future__ import annotations
 
-
-
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -18,7 +16,8 @@ from homeredirect.transport.stream import ConnectionRegistry, SipStreamFactory, 
 
 REGISTER = (
     b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.4:5060;branch=z9hG4bK1\r\n"
-    b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n"
+    b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c\r\n"
+    b"CSeq: 1 REGISTER\r\n"
     b"Content-Length: 0\r\n\r\n"
 )
 
@@ -35,7 +34,9 @@ class Sink:
         self.rejected.append(event)
 
 
-def factory(clock: Clock, sink: Sink, max_connections: int = 10, idle: float = 30.0) -> SipStreamFactory:
+def factory(
+    clock: Clock, sink: Sink, max_connections: int = 10, idle: float = 30.0
+) -> SipStreamFactory:
     return SipStreamFactory(
         sink=sink,  # type: ignore[arg-type]
         transport_name="TCP",
@@ -87,7 +88,7 @@ def test_connections_over_the_limit_are_refused_and_slots_are_freed() -> None:
     f = factory(Clock(), sink, max_connections=2)
     first, _ = connect(f, 1)
     connect(f, 2)
-    refused, refused_transport = connect(f, 3)
+    _, refused_transport = connect(f, 3)
     assert refused_transport.disconnecting
     assert f.open_connections == 2
     first.connectionLost(Failure(ConnectionDone()))
