@@ -15,6 +15,7 @@ from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorThreads
 from twisted.python import usage
 
+from homeredirect.collector import ScheduledCollection
 from homeredirect.config.errors import ConfigError
 from homeredirect.config.load import load_config
 from homeredirect.config.schema import Config
@@ -52,15 +53,11 @@ def makeService(options: Options) -> IService:
         raise SystemExit(f"homeredirect: {options['config']}: {error}") from None
 
     # Everything loaded at start-up (modules, the assignment table) lives as long as
-    # the process: move it out of the cyclic collector's way, so that full
-    # collections scan only what requests allocate (gc.freeze).  Requests make
-    # almost no reference cycles (refcounting frees them), so young collections
-    # can be rare: at the default threshold of 700 the collector ran every few
-    # requests and, with 30 s of completed transactions alive, cost about as much
-    # CPU as parsing did (measured in bench/, see README).
+    # the process: keep it out of every collection (gc.freeze); from then on the
+    # collector runs on a schedule (see homeredirect.collector).
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 10)
+    ScheduledCollection(reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
 
     # Twisted types the global reactor without IReactorThreads, which every reactor
     # twistd can install provides.
