@@ -10,8 +10,9 @@ turns automatic collection off and instead collects the young generations
 twice a second (only what survived since the last tick: pauses of a few ms)
 and everything every five minutes.  Measured with bench/run.py at 4,000
 REGISTER/s: p99 latency 3.9 ms, against 17 ms with CPython's automatic
-collector tuned (threshold 50,000) and 59 ms with its defaults.  It changes process-wide state, so twistd installs it; an
-application embedding homeredirect decides for itself.
+collector tuned (threshold 50,000) and 59 ms with its defaults.  It changes
+process-wide state, so twistd installs it; an application embedding
+homeredirect decides for itself.
 """
 
 from __future__ import annotations
