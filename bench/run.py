@@ -8,8 +8,10 @@ server (pinned to the other core) over UDP on 127.0.0.1 at an open rate and
 this script reports, per server:
 
 * the highest open rate sustained with no failed call, no unexpected message,
-  no retransmission and no datagram dropped by the server's socket;
-* p50 and p99 response time at that rate and at a fixed load;
+  no retransmission, no datagram dropped by the server's socket and no
+  backlog building up (latency growing through the run);
+* p50 and p99 response time at that rate and at a fixed load common to all
+  servers (10,000/s, or less if a server cannot sustain that);
 * server CPU microseconds per request at the fixed load;
 * the server's memory (RSS, and PSS summed over its processes);
 
@@ -56,7 +58,7 @@ KAMAILIO_CFG = BENCH_DIR / "kamailio.cfg"
 DOMAIN = "example.com"
 HOME_SERVERS = ("home1.example.com", "home2.example.com", "home3.example.com", "home4.example.com")
 HOST = "127.0.0.1"
-UDP_RECEIVE_BUFFER = 262_144  # what Kamailio's auto-probing settles on (its compiled maximum)
+UDP_RECEIVE_BUFFER = 4_194_304  # the director's default; kamailio.cfg sets maxbuffer to match
 
 # A step during which the server's core was busy with other work for more than this
 # share of the time (beyond the server's own CPU) is reported as disturbed.
@@ -65,6 +67,15 @@ DISTURBED_PERCENT = 25.0
 # other work used less than QUIET_PERCENT of either core.
 QUIET_PERCENT = 10.0
 QUIET_WAIT_LIMIT = 60.0
+
+# A step fails if the p50 latency of its later half of calls exceeds
+# GROWTH_FACTOR x that of its earlier half + GROWTH_SLACK_MS: with 4 MiB socket
+# buffers a server slower than the offered rate can queue for seconds before
+# dropping anything.
+GROWTH_FACTOR = 2.0
+GROWTH_SLACK_MS = 5.0
+# --max-p99-ms: optionally, a step also fails if its p99 latency is above this.
+MAX_P99_MS: float | None = None
 
 # --keep: leave SIPp's per-message traces in the kept work directory.
 KEEP_TRACES = False
@@ -94,9 +105,9 @@ def home_of(i: int) -> str:
 
 
 def write_assignments_csv(path: Path, count: int) -> None:
-    """The director's file backend: header ``aor,home`` then ``user@domain,home-fqdn``."""
+    """The director's file backend: header ``user,home_server``, then ``user@domain,home-fqdn``."""
     with path.open("w") as f:
-        f.write("aor,home\n")
+        f.write("user,home_server\n")
         f.writelines(f"{user_name(i)}@{DOMAIN},{home_of(i)}\n" for i in range(1, count + 1))
 
 
@@ -140,6 +151,10 @@ path = "{assignments}"
 
 [policy]
 name = "via-count"
+
+# Errors only, like bench/kamailio.cfg (debug=-1).
+[log]
+level = "error"
 {homes}"""
     )
 
@@ -599,14 +614,16 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def parse_short_messages(path: Path) -> tuple[list[float], list[float], dict[str, int]]:
-    """From SIPp's -trace_shortmsg log: send times, per-call latencies (ms), response codes.
+def parse_short_messages(
+    path: Path,
+) -> tuple[list[float], list[tuple[float, float]], dict[str, int]]:
+    """From SIPp's -trace_shortmsg log: send times, (send time, latency ms), response codes.
 
     Each line: date, time, epoch seconds (us precision), S|R, Call-ID, CSeq,
     first line.  A call's latency is its first R minus its first S.
     """
     sent: dict[str, float] = {}
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     codes: dict[str, int] = {}
     answered: set[str] = set()
     with path.open(errors="replace") as f:
@@ -626,7 +643,7 @@ def parse_short_messages(path: Path) -> tuple[list[float], list[float], dict[str
                 codes[code] = codes.get(code, 0) + 1
                 if call_id in sent and call_id not in answered:
                     answered.add(call_id)
-                    latencies.append((ts - sent[call_id]) * 1000.0)
+                    latencies.append((sent[call_id], (ts - sent[call_id]) * 1000.0))
     return sorted(sent.values()), latencies, codes
 
 
@@ -736,7 +753,7 @@ def run_sipp(
     result.out_of_call = counter("OutOfCallMsgs(C)")
     result.dead_call = counter("DeadCallMsgs(C)")
 
-    send_times, latencies, codes = (
+    send_times, timed, codes = (
         parse_short_messages(short_file) if short_file.exists() else ([], [], {})
     )
     if not KEEP_TRACES:
@@ -749,8 +766,16 @@ def run_sipp(
         result.achieved_rate = round((len(send_times) - 1) / (send_times[-1] - send_times[0]), 1)
     elif send_times:
         result.achieved_rate = float(rate)
+    growth: tuple[float, float] | None = None
+    if len(timed) >= 20:
+        # Queue building up: the later half of the calls waits much longer than the earlier.
+        timed.sort()
+        half = len(timed) // 2
+        early = sorted(lat for _, lat in timed[:half])
+        late = sorted(lat for _, lat in timed[half:])
+        growth = (percentile(early, 50), percentile(late, 50))
+    latencies = sorted(lat for _, lat in timed)
     if latencies:
-        latencies.sort()
         result.latency_ms = {
             "samples": len(latencies),
             "p50": round(percentile(latencies, 50), 3),
@@ -760,6 +785,9 @@ def run_sipp(
             "max": round(latencies[-1], 3),
             "mean": round(statistics.fmean(latencies), 3),
         }
+        if growth:
+            result.latency_ms["p50_first_half"] = round(growth[0], 3)
+            result.latency_ms["p50_second_half"] = round(growth[1], 3)
 
     reasons = result.reasons
     if not stats:
@@ -781,6 +809,14 @@ def run_sipp(
     unexpected_codes = {c: n for c, n in codes.items() if c != expected_code}
     if unexpected_codes:
         reasons.append(f"responses other than {expected_code}: {unexpected_codes}")
+    p99 = result.latency_ms.get("p99")
+    if MAX_P99_MS is not None and p99 is not None and p99 > MAX_P99_MS:
+        reasons.append(f"p99 latency {p99} ms above --max-p99-ms {MAX_P99_MS:g}")
+    if growth and growth[1] > GROWTH_FACTOR * growth[0] + GROWTH_SLACK_MS:
+        reasons.append(
+            f"p50 latency grew from {growth[0]:.2f} ms (first half) to {growth[1]:.2f} ms "
+            "(second half): the server is falling behind"
+        )
     if calls > 1 and result.achieved_rate < 0.97 * rate:
         reasons.append(f"offered {result.achieved_rate}/s instead of {rate}/s")
     result.passed = not reasons
@@ -932,16 +968,18 @@ def search_max_rate(
         else:
             fail_rate = mid
 
-    # Confirm the best rate with a longer run; step down 5% a few times if it fails.
+    # Confirm the best rate with a longer run; if it fails, step down (5 % twice, then
+    # 15 % at a time) a bounded number of times.
     confirmed: StepResult | None = None
     if best is not None and plan.confirm_seconds > plan.step_seconds:
         rate = best.rate
-        for _ in range(6):
+        for attempt in range(7):
             res = step(rate, plan.confirm_seconds)
             if res.passed:
                 confirmed = res
                 break
-            rate = int(rate * 0.95 // 100 * 100) or int(rate * 0.95)
+            factor = 0.95 if attempt < 2 else 0.85
+            rate = int(rate * factor // 100 * 100) or int(rate * factor)
             if rate <= 0:
                 break
     elif best is not None:
@@ -960,9 +998,10 @@ def search_max_rate(
     }
 
 
-def measure_target(
+def search_target(
     children: Children, target: Target, plan: Plan, data: dict[str, Path], workdir: Path
 ) -> dict[str, Any]:
+    """Phase 1 for one server: start it, check its answers, find its highest open rate."""
     out: dict[str, Any] = {"name": target.name}
     config_dir = workdir / target.name
     config_dir.mkdir()
@@ -985,7 +1024,7 @@ def measure_target(
     sanity = run_sipp(
         children, target, SCENARIO_404, data["unknown_csv"], 100, 0.5, plan.sipp_cpu,
         plan.server_cpu,
-        workdir / target.name / "sanity404", expected_code="404",
+        config_dir / "sanity404", expected_code="404",
     )  # fmt: skip
     out["sanity_404"] = {"passed": sanity.passed, "reasons": sanity.reasons}
     log(
@@ -993,19 +1032,47 @@ def measure_target(
     )
 
     log(f"  searching the highest open rate ({plan.step_seconds:g} s steps)")
-    out["rate_search"] = search_max_rate(
-        children, target, plan, data["users_csv"], workdir / target.name
-    )
-    max_rate = int(out["rate_search"]["max_rate"])
+    out["rate_search"] = search_max_rate(children, target, plan, data["users_csv"], config_dir)
+    stop_server(children, target)
+    return out
 
-    cpu_rate = plan.cpu_rate
-    if max_rate and max_rate < cpu_rate:
-        cpu_rate = max(100, int(max_rate * 0.9) // 100 * 100)
-    log(f"  CPU per request at a fixed {cpu_rate}/s for {plan.cpu_seconds:g} s")
+
+def capacity(result: dict[str, Any]) -> int:
+    """A rate the server sustains: the confirmed one, else a guess below every failed attempt."""
+    search = result.get("rate_search") or {}
+    if search.get("max_rate"):
+        return int(search["max_rate"])
+    tried = [int(s["rate"]) for s in search.get("steps", []) if not s["passed"]]
+    best = int(search.get("best_short_step_rate") or 0)
+    return int(min([best, *tried]) * 0.9) if best else 0
+
+
+def fixed_load_rate(plan: Plan, results: Sequence[dict[str, Any]]) -> int:
+    """One fixed load for every server: ``plan.cpu_rate``, or 90 % of the weakest capacity."""
+    capacities = [c for c in (capacity(r) for r in results) if c > 0]
+    rate = plan.cpu_rate
+    if capacities and min(capacities) < rate:
+        rate = max(100, int(min(capacities) * 0.9) // 100 * 100)
+    return rate
+
+
+def fixed_load_target(
+    children: Children,
+    target: Target,
+    plan: Plan,
+    data: dict[str, Path],
+    workdir: Path,
+    rate: int,
+) -> dict[str, Any]:
+    """Phase 2 for one server: a fresh start, ``rate`` for ``plan.cpu_seconds``, CPU and memory."""
+    config_dir = workdir / target.name
+    log(f"== {target.name}: CPU per request at a fixed {rate}/s for {plan.cpu_seconds:g} s")
+    start_server(children, target, config_dir, plan.users, plan.server_cpu)
+    assert target.proc is not None
     probe = LatencyProbe(target.port)
     fixed = run_sipp(
-        children, target, SCENARIO_301, data["users_csv"], cpu_rate, plan.cpu_seconds,
-        plan.sipp_cpu, plan.server_cpu, workdir / target.name / "fixed", expected_code="301",
+        children, target, SCENARIO_301, data["users_csv"], rate, plan.cpu_seconds,
+        plan.sipp_cpu, plan.server_cpu, config_dir / "fixed", expected_code="301",
         probe=probe,
     )  # fmt: skip
     log(describe(fixed))
@@ -1014,19 +1081,21 @@ def measure_target(
     # Every response SIPp received (a passing run has one 301 per call) and the probe's.
     answered = (sum(fixed.response_codes.values()) or fixed.successful) + len(probe.samples_ms)
     used = fixed.server_cpu_seconds
-    out["fixed_load"] = {
-        "rate": cpu_rate,
-        "seconds": plan.cpu_seconds,
-        "requests_answered": answered,
-        "server_cpu_seconds": used,
-        "cpu_us_per_request": round(1e6 * used / answered, 2) if answered else None,
-        "cpu_tick_us": round(1e6 / CLK_TCK, 1),
-        "probe_latency_ms": probe_lat,
-        "step": asdict(fixed),
-    }
-    out["memory_after_load"] = memory_kb(process_tree(target.proc.pid))
+    memory = memory_kb(process_tree(target.proc.pid))
     stop_server(children, target)
-    return out
+    return {
+        "fixed_load": {
+            "rate": rate,
+            "seconds": plan.cpu_seconds,
+            "requests_answered": answered,
+            "server_cpu_seconds": used,
+            "cpu_us_per_request": round(1e6 * used / answered, 2) if answered else None,
+            "cpu_tick_us": round(1e6 / CLK_TCK, 1),
+            "probe_latency_ms": probe_lat,
+            "step": asdict(fixed),
+        },
+        "memory_after_load": memory,
+    }
 
 
 def director_extras(children: Children, plan: Plan, workdir: Path) -> dict[str, Any]:
@@ -1128,7 +1197,7 @@ def fmt(value: object, digits: int = 1) -> str:
 
 def summary(result: dict[str, Any]) -> dict[str, float | None]:
     """The headline figures of one target."""
-    if "error" in result or "rate_search" not in result:
+    if "error" in result or "rate_search" not in result or "fixed_load" not in result:
         return {}
     search = result["rate_search"]
     at_max = search["at_max_rate"] or {}
@@ -1288,6 +1357,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds to wait before a step for both cores to be free of other work "
         "(default 60, --quick 5)",
     )
+    p.add_argument(
+        "--max-p99-ms",
+        type=float,
+        default=None,
+        help="also fail a step whose p99 latency is above this (default: no limit)",
+    )
     p.add_argument("--server-cpu", type=int, default=1, help="core the server is pinned to")
     p.add_argument("--sipp-cpu", type=int, default=0, help="core SIPp is pinned to")
     p.add_argument("--no-extras", action="store_true", help="skip the director RSS/start-up runs")
@@ -1353,8 +1428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ncpu < 2:
         log("warning: fewer than 2 usable CPUs; SIPp and the server share a core")
 
-    global KEEP_TRACES, QUIET_WAIT_LIMIT
+    global KEEP_TRACES, QUIET_WAIT_LIMIT, MAX_P99_MS
     KEEP_TRACES = args.keep
+    MAX_P99_MS = args.max_p99_ms
     if args.quiet_wait is not None:
         QUIET_WAIT_LIMIT = max(0.0, args.quiet_wait)
     elif args.quick:
@@ -1376,6 +1452,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(),
         "plan": asdict(plan),
+        "criteria": {
+            "growth_factor": GROWTH_FACTOR,
+            "growth_slack_ms": GROWTH_SLACK_MS,
+            "max_p99_ms": MAX_P99_MS,
+            "quiet_wait_limit_s": QUIET_WAIT_LIMIT,
+            "udp_receive_buffer": UDP_RECEIVE_BUFFER,
+        },
         "targets": {},
     }
     exit_code = 0
@@ -1387,6 +1470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             write_users_csv(data["users_csv"], plan.users)
             write_users_csv(data["unknown_csv"], 100, prefix="nobody")
+            targets: dict[str, Target] = {}
             for name in names:
                 cls = DirectorTarget if name == "director" else KamailioTarget
                 target = cls(name, workdir / name)
@@ -1397,8 +1481,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     exit_code = 1
                     continue
                 try:
-                    result = measure_target(children, target, plan, data, workdir)
+                    result = search_target(children, target, plan, data, workdir)
                     report["targets"][name] = result
+                    targets[name] = target
                     if not (result["answers_checked"]["passed"] and result["sanity_404"]["passed"]):
                         exit_code = 1
                 except (RuntimeError, OSError, subprocess.SubprocessError) as e:
@@ -1407,6 +1492,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     exit_code = 1
                 finally:
                     stop_server(children, target)
+            # The CPU figure at one common load, below every server's capacity.
+            rate = fixed_load_rate(plan, [report["targets"][n] for n in targets])
+            for name, started in targets.items():
+                try:
+                    report["targets"][name].update(
+                        fixed_load_target(children, started, plan, data, workdir, rate)
+                    )
+                except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                    log(f"== {name}: ERROR {e}")
+                    report["targets"][name] = {"error": str(e)}
+                    exit_code = 1
+                finally:
+                    stop_server(children, started)
             if "director" in names and not args.no_extras:
                 t = report["targets"].get("director", {})
                 if "error" in t and "not found" in str(t["error"]):
