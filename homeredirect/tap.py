@@ -11,7 +11,8 @@ import gc
 import signal
 from typing import Any, cast
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorThreads
 from twisted.python import usage
 
@@ -40,6 +41,19 @@ class Options(usage.Options):
             raise usage.UsageError(f"cannot read {self['config']}: {error.strerror}") from None
 
 
+class _TwistdRoot(MultiService):
+    """What twistd runs: the server plus process-wide tuning.  A listener that
+    cannot bind stops start-up with one line naming it, not a traceback."""
+
+    def startService(self) -> None:
+        try:
+            super().startService()  # type: ignore[no-untyped-call]
+        except CannotListenError as error:
+            address = f"{error.interface or '*'}:{error.port}"
+            reason = error.socketError
+            raise SystemExit(f"homeredirect: cannot listen on {address}: {reason}") from None
+
+
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
@@ -57,7 +71,9 @@ def makeService(options: Options) -> IService:
     # collector runs on a schedule (see homeredirect.collector).
     gc.collect()
     gc.freeze()
-    ScheduledCollection(reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
+    root = _TwistdRoot()
+    top.setServiceParent(root)  # type: ignore[no-untyped-call]
+    ScheduledCollection(reactor).setServiceParent(root)  # type: ignore[no-untyped-call]
 
     # Twisted types the global reactor without IReactorThreads, which every reactor
     # twistd can install provides.
@@ -67,4 +83,4 @@ def makeService(options: Options) -> IService:
         threads.callFromThread(top.reload)
 
     signal.signal(signal.SIGHUP, reload_on_sighup)
-    return top
+    return root

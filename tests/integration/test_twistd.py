@@ -177,3 +177,21 @@ def test_bad_assignment_file_is_refused_with_file_and_line(tmp_path: Path) -> No
     output = result.stdout + result.stderr
     assert "assignments.csv:3" in output
     assert "Traceback" not in output
+
+
+def test_port_in_use_is_refused_with_one_line(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, port)
+        result = subprocess.run(
+            [TWISTD, "-n", "--pidfile=", "homeredirect", "--config", str(config)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"homeredirect: cannot listen on 127.0.0.1:{port}" in output
+    assert "Traceback" not in output
