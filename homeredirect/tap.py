@@ -71,7 +71,7 @@ def makeService(options: Options) -> IService:
     # collector runs on a schedule (see homeredirect.collector).
     gc.collect()
     gc.freeze()
-    root = _TwistdRoot()
+    root = _TwistdRoot()  # type: ignore[no-untyped-call]
     top.setServiceParent(root)  # type: ignore[no-untyped-call]
     ScheduledCollection(reactor).setServiceParent(root)  # type: ignore[no-untyped-call]
 
