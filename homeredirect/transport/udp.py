@@ -9,6 +9,7 @@ is busy.
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Protocol, cast
 
 from twisted.internet.protocol import DatagramProtocol
@@ -20,6 +21,50 @@ from homeredirect.transport.flows import Address, IFlow
 from homeredirect.transport.sink import IMessageSink
 
 log = FilteredLogger()
+
+# option, the privileged variant that ignores net.core.*mem_max (Linux, needs
+# CAP_NET_ADMIN), and the sysctl that caps the plain one.
+_BUFFER_OPTIONS = {
+    "receive": (socket.SO_RCVBUF, 33, "net.core.rmem_max"),
+    "send": (socket.SO_SNDBUF, 32, "net.core.wmem_max"),
+}
+
+
+def size_socket_buffer(handle: socket.socket, name: str, size: int) -> int:
+    """Ask for a *size*-byte socket buffer and return what the kernel granted.
+
+    Linux silently caps SO_RCVBUF/SO_SNDBUF at net.core.rmem_max/wmem_max
+    (about 208 KiB by default) and reports double the usable size; when the
+    cap bites, the FORCE variant is tried (it works for root), and if the
+    buffer is still short the operator is told which sysctl to raise.
+    """
+    option, force, sysctl = _BUFFER_OPTIONS[name]
+    try:
+        handle.setsockopt(socket.SOL_SOCKET, option, size)
+        granted = handle.getsockopt(socket.SOL_SOCKET, option)
+        if granted < size and sys.platform.startswith("linux"):
+            try:
+                handle.setsockopt(socket.SOL_SOCKET, force, size)
+                granted = handle.getsockopt(socket.SOL_SOCKET, option)
+            except OSError:
+                pass
+    except OSError as error:
+        log.warn(
+            "cannot size the UDP {name} buffer to {size}: {error}",
+            name=name,
+            size=size,
+            error=str(error),
+        )
+        return 0
+    if granted < size:
+        log.warn(
+            "UDP {name} buffer is {granted} bytes, not the {size} configured: raise {sysctl}",
+            name=name,
+            granted=granted,
+            size=size,
+            sysctl=sysctl,
+        )
+    return granted
 
 
 class _UDPPort(Protocol):
@@ -67,13 +112,8 @@ class SipDatagramProtocol(DatagramProtocol):
     def startProtocol(self) -> None:
         port = cast(_UDPPort, self.transport)
         handle = port.getHandle()
-        for option, size in zip((socket.SO_RCVBUF, socket.SO_SNDBUF), self._buffers, strict=True):
-            try:
-                handle.setsockopt(socket.SOL_SOCKET, option, size)
-            except OSError as error:
-                log.warn(
-                    "cannot size UDP socket buffer to {size}: {error}", size=size, error=str(error)
-                )
+        for name, size in zip(("receive", "send"), self._buffers, strict=True):
+            size_socket_buffer(handle, name, size)
         # Twisted reads at most maxPacketSize bytes a datagram; SIP allows up to 64 KiB.
         port.maxPacketSize = max(self._max + 1, 65_536)
         # Replies go straight to the socket: Port.write would re-check on every
