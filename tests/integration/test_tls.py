@@ -5,7 +5,9 @@ nothing but their own connection."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
@@ -120,3 +122,54 @@ def test_tls_1_2_is_the_minimum(tmp_path: Path) -> None:
     context = build_server_context(TlsFiles(pki.server_certificate, pki.server_key))
     assert _handshake(context, SSL.TLS1_2_VERSION)
     assert not _handshake(context, SSL.TLS1_1_VERSION)
+
+
+def _client_context(files: Any | None, ca: Path) -> SSL.Context:
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.load_verify_locations(str(ca))
+    if files is not None:
+        context.use_certificate_chain_file(str(files.certificate))
+        context.use_privatekey_file(str(files.private_key))
+    return context
+
+
+def _peer_certificate_seen(server_context: SSL.Context, client_context: SSL.Context) -> Any:
+    """Handshake in memory; return the client certificate the server saw (or None)."""
+    server = SSL.Connection(server_context, None)
+    server.set_accept_state()
+    client = SSL.Connection(client_context, None)
+    client.set_connect_state()
+    for _ in range(10):
+        for side, peer in ((client, server), (server, client)):
+            try:
+                side.do_handshake()
+            except SSL.WantReadError:
+                pass
+            try:
+                peer.bio_write(side.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+    server.do_handshake()
+    return server.get_peer_certificate()
+
+
+def test_client_certificate_is_requested_but_not_required(tmp_path: Path) -> None:
+    from homeredirect.tools.certs import ensure_leaf
+    from homeredirect.transport.tls import TlsFiles, build_server_context
+
+    pki = ensure_test_pki(tmp_path, ["director.example.com"], ["127.0.0.1"])
+    home = ensure_leaf(pki, "home1.example.com")
+    asking = build_server_context(
+        TlsFiles(pki.server_certificate, pki.server_key, pki.ca_certificate, True)
+    )
+    seen = _peer_certificate_seen(asking, _client_context(home, pki.ca_certificate))
+    assert seen is not None
+    names = seen.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    assert [name.value for name in names] == ["home1.example.com"]
+    # A client without a certificate is still served.
+    assert _peer_certificate_seen(asking, _client_context(None, pki.ca_certificate)) is None
+    # Without the option, the server does not ask, so a client sends none.
+    silent = build_server_context(
+        TlsFiles(pki.server_certificate, pki.server_key, pki.ca_certificate)
+    )
+    assert _peer_certificate_seen(silent, _client_context(home, pki.ca_certificate)) is None

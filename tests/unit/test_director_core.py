@@ -32,16 +32,22 @@ def make_core(  # type: ignore[no-untyped-def]
     resolver: Any = None, policy: Any = None, network: Any = None, tmp: Any = None, **settings: Any
 ):
     clock = Clock()
-    config = parse_config(
-        {
-            "server": {"fqdn": "director.example.com", "domains": ["example.com"]},
-            "listen": [{"transport": "udp", "port": 0}],
-            "home_servers": {"home1.example.com": {"backup": "home2.example.com", "port": 5071}},
-            "assignments": {"backend": "file", "path": "a.csv"},
-        },
-        "unit.toml",
-        tmp,
-    ) if tmp is not None else None
+    config = (
+        parse_config(
+            {
+                "server": {"fqdn": "director.example.com", "domains": ["example.com"]},
+                "listen": [{"transport": "udp", "port": 0}],
+                "home_servers": {
+                    "home1.example.com": {"backup": "home2.example.com", "port": 5071}
+                },
+                "assignments": {"backend": "file", "path": "a.csv"},
+            },
+            "unit.toml",
+            tmp,
+        )
+        if tmp is not None
+        else None
+    )
     core = DirectorCore(
         settings=DirectorSettings(domains=frozenset({"example.com"}), **settings),
         resolver=resolver or TableResolver(TABLE),
@@ -353,3 +359,34 @@ def test_malformed_request_gets_its_status_and_malformed_response_is_dropped() -
     )
     response = only_response(flow)
     assert (response.status, response.reason) == (400, "bad CSeq 'x'")
+
+
+def test_core_provides_the_message_sink_interface() -> None:
+    from homeredirect.transport.sink import IMessageSink
+
+    core, _ = make_core()
+    verifyObject(IMessageSink, core)
+
+
+def test_each_decision_is_one_structured_event_with_aor_decision_target_latency() -> None:
+    from twisted.logger import LogEvent, globalLogPublisher
+
+    from homeredirect.logs import set_level
+
+    set_level("info")
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        resolver = TableResolver(TABLE, hold=True)
+        core, clock = make_core(resolver=resolver)
+        core.message_received(request(), RecordingFlow())
+        clock.advance(0.25)
+        resolver.pending[0].callback(Assignment("home1.example.com"))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    (decision,) = [e for e in events if e.get("log_namespace") == "homeredirect.director.core"]
+    assert decision["aor"] == "alice@example.com"
+    assert decision["decision"] == "redirect"
+    assert decision["target"] == "home1.example.com"
+    assert decision["latency_ms"] == 250.0
+    assert decision["policy"] == "via-count"
