@@ -74,6 +74,19 @@ def wait_for_answer(port: int, aor: str, deadline: float = 15.0) -> Response:
     raise AssertionError(f"no answer on port {port} within {deadline}s")
 
 
+def refused_output(config: Path) -> str:
+    """Run twistd on *config*, expecting it to refuse to start; return what it printed."""
+    result = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "homeredirect", "--config", str(config)],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    return result.stdout + result.stderr
+
+
 @pytest.fixture
 def twistd(tmp_path: Path):  # type: ignore[no-untyped-def]
     processes: list[subprocess.Popen[bytes]] = []
@@ -147,15 +160,7 @@ def test_bad_config_is_refused_naming_file_and_key(
     tmp_path: Path, server: dict[str, str], expected: str
 ) -> None:
     config = write_config(tmp_path, free_udp_port(), **server)
-    result = subprocess.run(
-        [TWISTD, "-n", "--pidfile=", "homeredirect", "--config", str(config)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
+    output = refused_output(config)
     assert "director.toml" in output
     assert expected in output
     assert "Traceback" not in output
@@ -166,15 +171,7 @@ def test_bad_assignment_file_is_refused_with_file_and_line(tmp_path: Path) -> No
     (tmp_path / "assignments.csv").write_text(
         "user,home_server\nalice@example.com,home1.example.com\nbroken\n"
     )
-    result = subprocess.run(
-        [TWISTD, "-n", "--pidfile=", "homeredirect", "--config", str(config)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
+    output = refused_output(config)
     assert "assignments.csv:3" in output
     assert "Traceback" not in output
 
@@ -184,14 +181,6 @@ def test_port_in_use_is_refused_with_one_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         config = write_config(tmp_path, port)
-        result = subprocess.run(
-            [TWISTD, "-n", "--pidfile=", "homeredirect", "--config", str(config)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
+        output = refused_output(config)
     assert f"homeredirect: cannot listen on 127.0.0.1:{port}" in output
     assert "Traceback" not in output
