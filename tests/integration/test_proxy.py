@@ -6,14 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import DeferredQueue, inlineCallbacks
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import DefaultOpenSSLContextFactory
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from homeredirect.sip.message import Headers, Request, Response
+from homeredirect.sip.parser import MessageReceived, StreamParser
 from homeredirect.sip.serialize import serialize
+from homeredirect.tools.certs import ensure_leaf
 from tests.integration.support import (
     UdpClient,
     director_config,
+    pki_in,
     register,
     start_director,
     udp_client,
@@ -25,12 +31,7 @@ class HomeStandIn(UdpClient):
     copying Via, From, To, Call-ID and CSeq, and keeps what it received."""
 
     def answer(self, request: Request, addr: tuple[str, int]) -> None:
-        fields = [
-            (n, v) for n, v in request.headers if n in ("Via", "From", "To", "Call-ID", "CSeq")
-        ]
-        fields = [(n, v + ";tag=home" if n == "To" else v) for n, v in fields]
-        ok = Response(200, "OK", Headers(fields))
-        self.transport.write(serialize(ok), addr)
+        self.transport.write(serialize(ok_for(request)), addr)
 
 
 class StatelessProxyTests(TestCase):
@@ -122,3 +123,83 @@ class StatelessProxyTests(TestCase):
         stray.transport.write(register("alice@example.com", via_port=stray.port), self.director)
         response = yield stray.next()
         self.assertEqual(response.status, 301)
+
+
+class TlsHomeStandIn(Protocol):
+    """A home registrar over TLS: answers each REGISTER with 200 on the same connection."""
+
+    def __init__(self, received: DeferredQueue[Request]) -> None:
+        self.parser = StreamParser()
+        self.received = received
+
+    def dataReceived(self, data: bytes) -> None:
+        for event in self.parser.feed(data):
+            if isinstance(event, MessageReceived) and isinstance(event.message, Request):
+                self.received.put(event.message)
+                self.transport.write(serialize(ok_for(event.message)))
+
+
+def ok_for(request: Request) -> Response:
+    """A registrar's 200 OK (RFC 3261 §10.3) with the identifying fields copied."""
+    copied = ("Via", "From", "To", "Call-ID", "CSeq")
+    fields = [(n, v + ";tag=home" if n == "To" else v) for n, v in request.headers if n in copied]
+    return Response(200, "OK", Headers(fields))
+
+
+class TlsForwardingTests(TestCase):
+    """The default home-server transport is TLS: the director opens a connection,
+    verifies the home server's certificate against its FQDN and relays the answer."""
+
+    def start(self, certificate_name: str) -> DeferredQueue[Request]:
+        """A TLS home stand-in with a certificate for *certificate_name*, configured as
+        home1.example.com, and a director with UDP and TLS listeners."""
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir()
+        files = ensure_leaf(pki_in(directory), certificate_name, ips=["127.0.0.1"])
+        received: DeferredQueue[Request] = DeferredQueue()
+        home_port = reactor.listenSSL(
+            0,
+            Factory.forProtocol(lambda: TlsHomeStandIn(received)),
+            DefaultOpenSSLContextFactory(str(files.private_key), str(files.certificate)),
+            interface="127.0.0.1",
+        )
+        self.addCleanup(home_port.stopListening)
+        home = {"host": "127.0.0.1", "port": home_port.getHost().port}
+        config = director_config(
+            directory, transports=("udp", "tls"), home_servers={"home1.example.com": home}
+        )
+        self.service = start_director(directory, config)
+        self.addCleanup(self.service.stopService)
+        self.director = ("127.0.0.1", self.service.listener("udp").address[1])
+        self.edge = udp_client()
+        self.addCleanup(self.edge.transport.stopListening)
+        return received
+
+    def send_through_edge(self, aor: str) -> None:
+        request = register(aor, via_port=self.edge.port, extra_vias=1)
+        self.edge.transport.write(request, self.director)
+
+    @inlineCallbacks
+    def test_register_is_forwarded_over_verified_tls_and_the_200_returns(self):  # type: ignore[no-untyped-def]
+        received = self.start("home1.example.com")
+        self.send_through_edge("alice@example.com")
+        forwarded = yield received.get().addTimeout(5, reactor)
+        self.assertEqual(forwarded.vias[0].transport, "TLS")
+        self.assertEqual(len(forwarded.vias), 3)
+        response = yield self.edge.next()
+        assert isinstance(response, Response)
+        self.assertEqual(response.status, 200)
+        self.assertEqual(len(response.vias), 2)
+        # A second request reuses the connection.
+        self.send_through_edge("carol@example.com")
+        yield received.get().addTimeout(5, reactor)
+        self.assertEqual((yield self.edge.next()).status, 200)
+        self.assertEqual(len(self.service.connections), 1)
+
+    @inlineCallbacks
+    def test_home_with_a_certificate_for_another_name_is_refused(self):  # type: ignore[no-untyped-def]
+        received = self.start("impostor.example.com")
+        self.send_through_edge("alice@example.com")
+        yield deferLater(reactor, 1.0, lambda: None)
+        self.assertEqual(received.pending, [])
+        self.assertEqual(self.edge.received.pending, [])
