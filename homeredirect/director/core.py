@@ -224,7 +224,9 @@ class DirectorCore:
         elif isinstance(decision, Proxy):
             target, _ = self._targets(decision.home_server)
             error = self._proxy.forward(context.request, context.top_via, target)
-            if error is not None:
+            if error is None:
+                context.transaction.forwarded_statelessly()
+            else:
                 self._respond(context, error[0], error[1])
             self._log_decision(context, aor, "proxy", decision.home_server)
         elif isinstance(decision, Local):

@@ -83,18 +83,23 @@ class StatelessProxyTests(TestCase):
 
     @inlineCallbacks
     def test_retransmitted_request_is_forwarded_with_the_same_branch(self):  # type: ignore[no-untyped-def]
+        """RFC 3261 §16.11: a stateless proxy forwards a retransmission again, with
+        the branch it gave the original, so the home server's transaction absorbs it."""
         edge = udp_client()
         self.addCleanup(edge.transport.stopListening)
         request = register("alice@example.com", via_port=edge.port, extra_vias=1)
         edge.transport.write(request, self.director)
         first = yield self.home.next()
-        # The server transaction absorbs the retransmission: nothing more reaches home.
         edge.transport.write(request, self.director)
-        second_request = register("carol@example.com", via_port=edge.port, extra_vias=1)
-        edge.transport.write(second_request, self.director)
+        again = yield self.home.next()
+        self.assertEqual(again.vias[0].branch, first.vias[0].branch)
+        other = register("carol@example.com", via_port=edge.port, extra_vias=1)
+        edge.transport.write(other, self.director)
         second = yield self.home.next()
         self.assertEqual(second.to_addr.uri.user, "carol")
         self.assertNotEqual(first.vias[0].branch, second.vias[0].branch)
+        # Nothing is left behind for the forwarded requests.
+        self.assertEqual(len(self.service.core._transactions), 0)
 
     @inlineCallbacks
     def test_max_forwards_zero_gets_483(self):  # type: ignore[no-untyped-def]
