@@ -24,47 +24,49 @@ from homeredirect.resolve.interfaces import Assignment
 from homeredirect.sip.message import Request
 
 
+class _BuiltInPolicy:
+    """Keeps users assigned here local; subclasses route everyone else."""
+
+    name = ""
+
+    def __init__(self, context: PolicyContext) -> None:
+        self._context = context
+
+    def decide(self, request: Request, assignment: Assignment) -> Decision:
+        if self._context.is_local(assignment):
+            return Local()
+        return self._route(request, assignment.home_server)
+
+    def _route(self, request: Request, home_server: str) -> Decision:
+        raise NotImplementedError
+
+
 @implementer(IRoutingPolicy)
-class ViaCountPolicy:
+class ViaCountPolicy(_BuiltInPolicy):
     """Redirect a client that connected directly, proxy a request that came through a proxy."""
 
     name = "via-count"
 
-    def __init__(self, context: PolicyContext) -> None:
-        self._context = context
-
-    def decide(self, request: Request, assignment: Assignment) -> Decision:
-        if self._context.is_local(assignment):
-            return Local()
+    def _route(self, request: Request, home_server: str) -> Decision:
         if len(request.vias) == 1:
-            return Redirect(assignment.home_server)
-        return Proxy(assignment.home_server)
+            return Redirect(home_server)
+        return Proxy(home_server)
 
 
 @implementer(IRoutingPolicy)
-class AlwaysRedirectPolicy:
+class AlwaysRedirectPolicy(_BuiltInPolicy):
     name = "always-redirect"
 
-    def __init__(self, context: PolicyContext) -> None:
-        self._context = context
-
-    def decide(self, request: Request, assignment: Assignment) -> Decision:
-        if self._context.is_local(assignment):
-            return Local()
-        return Redirect(assignment.home_server)
+    def _route(self, request: Request, home_server: str) -> Decision:
+        return Redirect(home_server)
 
 
 @implementer(IRoutingPolicy)
-class AlwaysProxyPolicy:
+class AlwaysProxyPolicy(_BuiltInPolicy):
     name = "always-proxy"
 
-    def __init__(self, context: PolicyContext) -> None:
-        self._context = context
-
-    def decide(self, request: Request, assignment: Assignment) -> Decision:
-        if self._context.is_local(assignment):
-            return Local()
-        return Proxy(assignment.home_server)
+    def _route(self, request: Request, home_server: str) -> Decision:
+        return Proxy(home_server)
 
 
 BUILT_IN_POLICIES: dict[str, type[ViaCountPolicy | AlwaysRedirectPolicy | AlwaysProxyPolicy]] = {
