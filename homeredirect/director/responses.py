@@ -37,7 +37,8 @@ REASON_PHRASES = {
     513: "Message Too Large",
 }
 
-_COPIED = ("From", "Call-ID", "CSeq")
+#: Copied from the request in this order (RFC 3261 §8.2.6.2), with their index keys.
+_COPIED = (("From", "from"), ("To", "to"), ("Call-ID", "call-id"), ("CSeq", "cseq"))
 
 
 class TagSource:
@@ -111,8 +112,10 @@ class ResponseFactory:
         top_via: str | None,
         to_has_tag: bool,
     ) -> tuple[tuple[str, str], ...]:
+        # One response per request: read the index by its lowercase keys directly.
+        index = headers._index
         fields: list[tuple[str, str]] = []
-        vias = headers.get_all("Via")
+        vias = index.get("via")
         if vias:
             if top_via is not None:
                 first_line = split_list(vias[0])
@@ -121,19 +124,14 @@ class ResponseFactory:
                 fields.extend(("Via", value) for value in vias[1:])
             else:
                 fields.extend(("Via", value) for value in vias)
-        for name in _COPIED[:1]:
-            value = headers.get(name)
-            if value is not None:
-                fields.append((name, value))
-        to = headers.get("To")
-        if to is not None:
-            if status > 100 and not to_has_tag:
-                to = f"{to};tag={self._make_tag()}"
-            fields.append(("To", to))
-        for name in _COPIED[1:]:
-            value = headers.get(name)
-            if value is not None:
-                fields.append((name, value))
+        for name, key in _COPIED:
+            values = index.get(key)
+            if values is None:
+                continue
+            value = values[0]
+            if key == "to" and status > 100 and not to_has_tag:
+                value = f"{value};tag={self._make_tag()}"
+            fields.append((name, value))
         fields.extend(extra)
         fields.append(("Server", self._server))
         return tuple(fields)
