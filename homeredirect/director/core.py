@@ -142,6 +142,8 @@ class DirectorCore:
         if method == "REGISTER":
             self._register(context)
         elif method == "OPTIONS":
+            if self._refuse_extensions(context, "Require"):
+                return
             self._respond(
                 context, 200, extra=(("Allow", ALLOWED_METHODS), ("Accept", "application/sdp"))
             )
@@ -213,6 +215,8 @@ class DirectorCore:
         self, decision: Decision, context: _RequestContext, aor: AddressOfRecord
     ) -> None:
         if isinstance(decision, Redirect):
+            if self._refuse_extensions(context, "Require"):
+                return
             settings = self._settings
             self._respond(
                 context,
@@ -222,6 +226,8 @@ class DirectorCore:
             )
             self._log_decision(context, aor, "redirect", decision.home_server)
         elif isinstance(decision, Proxy):
+            if self._refuse_extensions(context, "Proxy-Require"):
+                return
             target, _ = self._targets(decision.home_server)
             error = self._proxy.forward(context.request, context.top_via, target)
             if error is None:
@@ -239,6 +245,19 @@ class DirectorCore:
         elif isinstance(decision, Reject):
             self._respond(context, decision.status, decision.reason)
             self._log_decision(context, aor, "reject", None)
+
+    def _refuse_extensions(self, context: _RequestContext, header: str) -> bool:
+        """Answer 420 Bad Extension, listing them in Unsupported, if *header*
+        (Require when we answer as a UAS, RFC 3261 §8.2.2.3; Proxy-Require when we
+        forward, §16.3 step 5) names extensions: we support none."""
+        try:
+            options = context.request.headers.get_list(header)
+        except SipParseError:
+            options = [header]
+        if not options:
+            return False
+        self._respond(context, 420, extra=(("Unsupported", ", ".join(options)),))
+        return True
 
     def _contacts_for(self, home_server: str) -> tuple[tuple[str, str], ...]:
         """Contact headers of a redirect: the home server at q=0.7 and its backup

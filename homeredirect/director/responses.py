@@ -26,6 +26,7 @@ REASON_PHRASES = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     416: "Unsupported URI Scheme",
+    420: "Bad Extension",
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
     482: "Loop Detected",

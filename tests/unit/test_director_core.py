@@ -390,3 +390,25 @@ def test_each_decision_is_one_structured_event_with_aor_decision_target_latency(
     assert decision["target"] == "home1.example.com"
     assert decision["latency_ms"] == 250.0
     assert decision["policy"] == "via-count"
+
+
+def test_redirect_with_a_required_extension_gets_420_listing_it() -> None:
+    core, _ = make_core()
+    flow = RecordingFlow()
+    core.message_received(request(extra="Require: foo, bar\r\n"), flow)
+    response = only_response(flow)
+    assert (response.status, response.reason) == (420, "Bad Extension")
+    assert response.headers.get("Unsupported") == "foo, bar"
+
+
+def test_proxied_request_checks_proxy_require_not_require() -> None:
+    network = RecordingNetwork()
+    core, _ = make_core(network=network)
+    core._targets = lambda fqdn: (Target(fqdn, "192.0.2.50", 5060, "udp"), None)  # type: ignore[method-assign]
+    flow = RecordingFlow()
+    core.message_received(request(vias=2, extra="Require: path\r\n"), flow)
+    assert flow.sent == [] and len(network.sent) == 1  # Require is for the home server
+    core.message_received(request(vias=2, extra="Proxy-Require: sec-agree\r\n"), flow)
+    response = only_response(flow)
+    assert response.status == 420
+    assert response.headers.get("Unsupported") == "sec-agree"

@@ -558,3 +558,20 @@ def test_bext01_option_tags_are_readable() -> None:
     message = _request("bext01")
     tags = [t for v in message.headers.get_all("Require") for t in split_list(v)]
     assert tags
+
+
+def test_bext01_options_with_unknown_required_extensions_gets_420() -> None:
+    """RFC 4475 §3.3.5: a UAS answers 420 Bad Extension naming both options."""
+    from homeredirect.director.core import DirectorCore
+    from tests.unit.fakes import RecordingFlow
+    from tests.unit.test_director_core import make_core
+
+    core, _ = make_core()
+    assert isinstance(core, DirectorCore)
+    event = parse_datagram((DATA / "bext01.dat").read_bytes())
+    assert isinstance(event, MessageReceived)
+    flow = RecordingFlow()
+    core.message_received(event.message, flow)
+    (response,) = flow.messages()
+    assert response.status == 420
+    assert response.headers.get("Unsupported") == "nothingSupportsThis, nothingSupportsThisEither"
