@@ -12,8 +12,9 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 
 from homeredirect.sip.errors import SipParseError
-from homeredirect.sip.headers import parse_name_addr, split_list
+from homeredirect.sip.headers import parse_name_addr
 from homeredirect.sip.message import Headers, Request, Response
+from homeredirect.transport.flows import replace_top_via
 
 REASON_PHRASES = {
     100: "Trying",
@@ -119,9 +120,7 @@ class ResponseFactory:
         vias = index.get("via")
         if vias:
             if top_via is not None:
-                first_line = split_list(vias[0])
-                first_line[0] = top_via
-                fields.append(("Via", ", ".join(first_line)))
+                fields.append(("Via", replace_top_via(vias[0], top_via)))
                 fields.extend(("Via", value) for value in vias[1:])
             else:
                 fields.extend(("Via", value) for value in vias)

@@ -17,7 +17,7 @@ from homeredirect.logs import FilteredLogger
 from homeredirect.sip.headers import split_list
 from homeredirect.sip.message import Headers, Request, Response
 from homeredirect.sip.serialize import serialize
-from homeredirect.transport.flows import response_destination
+from homeredirect.transport.flows import replace_top_via, response_destination
 from homeredirect.transport.interfaces import ISipNetwork
 
 log = FilteredLogger()
@@ -94,9 +94,7 @@ class StatelessProxy:
         for name, value in request.headers:
             if name == "Via" and not seen_via:
                 seen_via = True
-                first_line = split_list(value)
-                first_line[0] = top_via
-                rebuilt += [("Via", own_via), ("Via", ", ".join(first_line))]
+                rebuilt += [("Via", own_via), ("Via", replace_top_via(value, top_via))]
             elif name != "Max-Forwards":
                 rebuilt.append((name, value))
         rebuilt.append(

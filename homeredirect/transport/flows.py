@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-from homeredirect.sip.headers import Via
+from homeredirect.sip.headers import Via, split_list
 
 Address = tuple[str, int]
 
@@ -53,6 +53,14 @@ def annotate_via(via_text: str, via: Via, source: Address) -> str:
     if add_received:
         text = f"{text};received={host}"
     return text
+
+
+def replace_top_via(first_line: str, top_via: str) -> str:
+    """The first Via header line with its first value replaced by *top_via* (the
+    annotated one), keeping any further values of that line (RFC 3261 §7.3.1)."""
+    values = split_list(first_line)
+    values[0] = top_via
+    return ", ".join(values)
 
 
 def _fill_rport(via_text: str, port: int) -> str:
