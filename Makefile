@@ -7,8 +7,9 @@ PYTHON ?= $(shell /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 &
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Real peers the integration tests start: SIPp (sip-tester).
-APT_PACKAGES := sip-tester
+# Real peers the integration tests start: SIPp (sip-tester), Redis, OpenLDAP's slapd and
+# its command-line tools.
+APT_PACKAGES := sip-tester redis-server slapd ldap-utils
 
 .PHONY: install run test lint typecheck unit integration apt bench clean
 

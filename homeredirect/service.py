@@ -19,7 +19,7 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
-from homeredirect.config.schema import Config, ListenerConfig
+from homeredirect.config.schema import Config, FileAssignmentsConfig, ListenerConfig
 from homeredirect.director.core import DirectorCore, DirectorSettings
 from homeredirect.director.interfaces import IRoutingPolicy, PolicyContext
 from homeredirect.director.policy import load_policy
@@ -115,7 +115,7 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
         reactor = global_reactor
     set_level(config.log.level)
     pool = ThreadPool(minthreads=0, maxthreads=4, name="homeredirect")
-    assert config.assignments is not None
+    assert isinstance(config.assignments, FileAssignmentsConfig)
     resolver = FileAssignmentResolver(config.assignments.path, reactor=reactor, threadpool=pool)
     resolver.load()
     policy: IRoutingPolicy = load_policy(

@@ -24,12 +24,16 @@ from homeredirect.config.errors import ConfigError, InvalidField, describe_value
 from homeredirect.config.schema import (
     ASSIGNMENT_BACKENDS,
     AssignmentsConfig,
+    CacheConfig,
     Config,
+    DnsConfig,
     HomeServer,
     LimitsConfig,
     ListenerConfig,
+    LocationConfig,
     LogConfig,
     PolicyConfig,
+    RegistrarConfig,
     ServerConfig,
 )
 from homeredirect.hostnames import is_hostname
@@ -46,6 +50,10 @@ _LOCATIONS = {
     "log": "[log]",
     "assignments": "[assignments]",
     "policy": "[policy]",
+    "cache": "[cache]",
+    "location": "[location]",
+    "registrar": "[registrar]",
+    "dns": "[dns]",
     "home_servers": "[home_servers]",
 }
 # Top-level TOML keys and how they are written.
@@ -56,6 +64,10 @@ _TABLES = {
     "log": "[log]",
     "assignments": "[assignments]",
     "policy": "[policy]",
+    "cache": "[cache]",
+    "location": "[location]",
+    "registrar": "[registrar]",
+    "dns": "[dns]",
     "home_servers": "[home_servers]",
 }
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -156,6 +168,7 @@ class _Reader:
             problem = "expected at least one [[listen]] table, but there is none"
             raise self.error("[[listen]]", problem)
         assignments = self.table(data, "assignments")
+        dns = self.table(data, "dns")
         listeners = [
             self.build(ListenerConfig, listen, f"[[listen]][{number}]")
             for number, listen in enumerate(listens, 1)
@@ -168,6 +181,14 @@ class _Reader:
                 log=self.build(LogConfig, self.table(data, "log") or {}, "[log]"),
                 assignments=None if assignments is None else self.assignments(assignments),
                 policy=self.build(PolicyConfig, self.table(data, "policy") or {}, "[policy]"),
+                cache=self.build(CacheConfig, self.table(data, "cache") or {}, "[cache]"),
+                location=self.build(
+                    LocationConfig, self.table(data, "location") or {}, "[location]"
+                ),
+                registrar=self.build(
+                    RegistrarConfig, self.table(data, "registrar") or {}, "[registrar]"
+                ),
+                dns=None if dns is None else self.build(DnsConfig, dns, "[dns]"),
                 home_servers=self.home_servers(self.table(data, "home_servers") or {}),
             )
         except InvalidField as e:
@@ -253,10 +274,15 @@ class _Reader:
                 problem = f"expected {expected}, but the key is missing"
                 raise self.error(f"{location}.{name}", problem)
         files = [name for name, attribute in fields.items() if attribute.metadata.get("file")]
+        paths = [name for name, attribute in fields.items() if attribute.metadata.get("path")]
         values = dict(table)
-        for name in files:
+        for name in (*files, *paths):
             if isinstance(values.get(name), str):
                 values[name] = self.base_dir / values[name]
+        for name in paths:
+            default = fields[name].default
+            if name not in values and isinstance(default, Path) and not default.is_absolute():
+                values[name] = self.base_dir / default  # a default path is beside the file
         try:
             built = cls(**given, **values)
         except InvalidField as e:

@@ -9,33 +9,67 @@ loader (`homeredirect.config.load`) only adds the file name and table to the mes
 from __future__ import annotations
 
 import math
-import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, TypeAlias
+from typing import Any
 
 from attrs import Attribute, field, frozen
 
-from homeredirect.config.errors import InvalidField, describe_value
-from homeredirect.hostnames import is_hostname, normalize_host
+from homeredirect.config.assignments import (
+    ASSIGNMENT_BACKENDS,
+    AssignmentsConfig,
+    CacheConfig,
+    FileAssignmentsConfig,
+    LdapAssignmentsConfig,
+    RedisAssignmentsConfig,
+    SqlAssignmentsConfig,
+)
+from homeredirect.config.dns import DnsConfig
+from homeredirect.config.errors import InvalidField
+from homeredirect.config.fields import (
+    FILE,
+    PATH,
+    Domains,
+    Expect,
+    integer,
+    is_header_text,
+    is_host_text,
+    is_hostname_text,
+    lower,
+    lower_optional,
+    one_of,
+    optional,
+    to_domains,
+    to_host,
+    to_path,
+    to_seconds,
+)
+from homeredirect.config.registrar import LocationConfig, RegistrarConfig
 
 __all__ = [
     "ASSIGNMENT_BACKENDS",
     "BUILTIN_POLICIES",
     "DEFAULT_USER_AGENT",
     "AssignmentsConfig",
+    "CacheConfig",
     "Config",
+    "DnsConfig",
     "FileAssignmentsConfig",
     "HomeServer",
+    "LdapAssignmentsConfig",
     "LimitsConfig",
     "ListenerConfig",
+    "LocationConfig",
     "PolicyConfig",
+    "RedisAssignmentsConfig",
+    "RegistrarConfig",
     "Role",
     "ServerConfig",
+    "SqlAssignmentsConfig",
     "Transport",
     "default_port",
 ]
@@ -76,98 +110,6 @@ def default_port(transport: Transport) -> int:
     return 5061 if transport is Transport.TLS else 5060
 
 
-class _Expect:
-    """An attrs validator that raises `InvalidField` saying what the field expects.
-
-    `expected` is also what the loader prints when a required key is missing, so each
-    field states its rule once.
-    """
-
-    def __init__(self, expected: str, check: Callable[[Any], bool]) -> None:
-        self.expected = expected
-        self._check = check
-
-    def __call__(self, instance: object, attribute: Attribute[Any], value: Any) -> None:
-        if not self._check(value):
-            raise InvalidField(attribute.name, self.expected, value)
-
-
-def _integer(low: int, high: int | None = None) -> _Expect:
-    """Accept an integer (not a boolean) from `low` to `high` inclusive, or at least `low`."""
-    if high is not None:
-        expected = f"an integer from {low} to {high}"
-    else:
-        expected = "a positive integer" if low == 1 else f"an integer of at least {low}"
-    return _Expect(
-        expected,
-        lambda value: (
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and low <= value
-            and (high is None or value <= high)
-        ),
-    )
-
-
-def _one_of(*options: object) -> _Expect:
-    """Accept exactly one of `options`, of the same type (so `true` is not 1)."""
-    shown = ", ".join(describe_value(option) for option in options)
-    return _Expect(
-        f"one of {shown}",
-        lambda value: (
-            not isinstance(value, bool)
-            and any(type(value) is type(option) and value == option for option in options)
-        ),
-    )
-
-
-def _is_hostname(value: object) -> bool:
-    return isinstance(value, str) and is_hostname(value)
-
-
-def _is_host(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        normalize_host(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_header_text(value: object) -> bool:
-    """Non-empty text that can go in a header value as is: no control characters, no
-    leading or trailing space, so it cannot split or fold the header (RFC 3261 §7.3.1)."""
-    return (
-        isinstance(value, str)
-        and value != ""
-        and value == value.strip()
-        and value.isprintable()
-        and value.isascii()
-    )
-
-
-def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: value is None or check(value)
-
-
-def _lower(value: str) -> str:
-    """Lowercase a hostname; leave anything else for the validator to reject."""
-    return value.lower() if isinstance(value, str) else value
-
-
-def _lower_optional(value: str | None) -> str | None:
-    return value.lower() if isinstance(value, str) else value
-
-
-def _to_host(value: str) -> str:
-    """Canonicalise a hostname or IP literal; leave anything else for the validator."""
-    try:
-        return normalize_host(value) if isinstance(value, str) else value
-    except ValueError:
-        return value
-
-
 def _to_role(value: Role | str) -> Role | str:
     try:
         return Role(value)
@@ -182,43 +124,7 @@ def _to_transport(value: Transport | str) -> Transport | str:
         return value
 
 
-def _to_path(value: str | os.PathLike[str] | None) -> Path | None:
-    return Path(value) if isinstance(value, str | os.PathLike) else value
-
-
-def _to_seconds(value: float) -> float:
-    """TOML `300` is an integer; a timeout is a float either way."""
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    return float(value) if is_int else value
-
-
-def _to_domains(value: Iterable[str]) -> tuple[str, ...]:
-    """Lowercase and de-duplicate domains, keeping the order they were written in."""
-    if not isinstance(value, list | tuple):
-        return value  # type: ignore[return-value]  # the validator rejects it
-    return tuple(dict.fromkeys(_lower(domain) for domain in value))
-
-
-_TRANSPORT_EXPECTED = _one_of(*Transport)
-_PATH = _Expect("a file path", _optional(lambda value: isinstance(value, Path)))
-_FILE = {"file": True}
-"""Field metadata: the loader resolves the path against the config file's directory and
-checks that the file exists (an operator wants to hear about a missing certificate at start-up,
-not at the first TLS handshake)."""
-
-
-class _Domains(_Expect):
-    """Accept a non-empty array of hostnames, naming the first bad element (counted from 1)."""
-
-    def __init__(self) -> None:
-        super().__init__("a non-empty array of domain names", lambda value: True)
-
-    def __call__(self, instance: object, attribute: Attribute[Any], value: Any) -> None:
-        if not isinstance(value, tuple) or not value:
-            raise InvalidField(attribute.name, self.expected, value)
-        for number, domain in enumerate(value, 1):
-            if not _is_hostname(domain):
-                raise InvalidField(f"{attribute.name}[{number}]", "a domain name", domain)
+_TRANSPORT_EXPECTED = one_of(*Transport)
 
 
 @frozen(kw_only=True)
@@ -237,14 +143,14 @@ class ServerConfig:
     - `user_agent`: the User-Agent and Server header text, default `homeredirect/<version>`.
     """
 
-    role: Role = field(default=Role.DIRECTOR, converter=_to_role, validator=_one_of(*Role))
-    fqdn: str = field(converter=_lower, validator=_Expect("a hostname", _is_hostname))
-    domains: tuple[str, ...] = field(converter=_to_domains, validator=_Domains())
-    unknown_domain_status: int = field(default=404, validator=_one_of(404, 403))
-    retry_after: int = field(default=30, validator=_integer(0, 86_400))
+    role: Role = field(default=Role.DIRECTOR, converter=_to_role, validator=one_of(*Role))
+    fqdn: str = field(converter=lower, validator=Expect("a hostname", is_hostname_text))
+    domains: tuple[str, ...] = field(converter=to_domains, validator=Domains())
+    unknown_domain_status: int = field(default=404, validator=one_of(404, 403))
+    retry_after: int = field(default=30, validator=integer(0, 86_400))
     user_agent: str = field(
         default=DEFAULT_USER_AGENT,
-        validator=_Expect("printable ASCII text without surrounding spaces", _is_header_text),
+        validator=Expect("printable ASCII text without surrounding spaces", is_header_text),
     )
 
 
@@ -270,19 +176,19 @@ class ListenerConfig:
     transport: Transport = field(converter=_to_transport, validator=_TRANSPORT_EXPECTED)
     host: str = field(
         default="127.0.0.1",
-        converter=_to_host,
-        validator=_Expect("an IPv4 or IPv6 address or a hostname", _is_host),
+        converter=to_host,
+        validator=Expect("an IPv4 or IPv6 address or a hostname", is_host_text),
     )
-    port: int = field(validator=_integer(0, 65_535))
+    port: int = field(validator=integer(0, 65_535))
     certificate: Path | None = field(
-        default=None, converter=_to_path, validator=_PATH, metadata=_FILE
+        default=None, converter=to_path, validator=PATH, metadata=FILE
     )
     private_key: Path | None = field(
-        default=None, converter=_to_path, validator=_PATH, metadata=_FILE
+        default=None, converter=to_path, validator=PATH, metadata=FILE
     )
-    ca: Path | None = field(default=None, converter=_to_path, validator=_PATH, metadata=_FILE)
+    ca: Path | None = field(default=None, converter=to_path, validator=PATH, metadata=FILE)
     request_client_certificate: bool = field(
-        default=False, validator=_Expect("true or false", lambda value: isinstance(value, bool))
+        default=False, validator=Expect("true or false", lambda value: isinstance(value, bool))
     )
 
     @port.default
@@ -314,18 +220,18 @@ class LimitsConfig:
       4194304); production SIP servers size these in megabytes so bursts are not dropped.
     """
 
-    max_message_size: int = field(default=65_536, validator=_integer(1))
-    max_connections: int = field(default=10_000, validator=_integer(1))
+    max_message_size: int = field(default=65_536, validator=integer(1))
+    max_connections: int = field(default=10_000, validator=integer(1))
     idle_timeout: float = field(
         default=300.0,
-        converter=_to_seconds,
-        validator=_Expect(
+        converter=to_seconds,
+        validator=Expect(
             "a positive number of seconds",
             lambda value: isinstance(value, float) and value > 0 and math.isfinite(value),
         ),
     )
-    udp_receive_buffer: int = field(default=4_194_304, validator=_integer(1))
-    udp_send_buffer: int = field(default=4_194_304, validator=_integer(1))
+    udp_receive_buffer: int = field(default=4_194_304, validator=integer(1))
+    udp_send_buffer: int = field(default=4_194_304, validator=integer(1))
 
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -341,33 +247,7 @@ class LogConfig:
       as formatting each event as text costs more CPU than routing the request does.
     """
 
-    level: str = field(default="info", validator=_one_of(*LOG_LEVELS))
-
-
-@frozen(kw_only=True)
-class FileAssignmentsConfig:
-    """`[assignments]` with `backend = "file"`: user to home server assignments in a CSV file.
-
-    - `path` (required, the file must exist): a CSV file with the header
-      `user,home_server`, read by `homeredirect.resolve.file_source`.
-    """
-
-    backend: ClassVar[str] = "file"
-
-    path: Path = field(
-        converter=_to_path,
-        validator=_Expect("a file path", lambda value: isinstance(value, Path)),
-        metadata=_FILE,
-    )
-
-
-AssignmentsConfig: TypeAlias = FileAssignmentsConfig
-"""Any `[assignments]` table; a union as directory backends (LDAP, SQL, Redis) are added."""
-
-ASSIGNMENT_BACKENDS: Mapping[str, type[AssignmentsConfig]] = MappingProxyType(
-    {backend.backend: backend for backend in (FileAssignmentsConfig,)}
-)
-"""`[assignments].backend` values and the table each selects; `"file"` is the default."""
+    level: str = field(default="info", validator=one_of(*LOG_LEVELS))
 
 
 _IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
@@ -389,7 +269,7 @@ class PolicyConfig:
 
     name: str = field(
         default="via-count",
-        validator=_Expect(
+        validator=Expect(
             'one of "via-count", "always-redirect", "always-proxy" '
             'or an import path "package.module:Class"',
             lambda value: (
@@ -398,9 +278,9 @@ class PolicyConfig:
             ),
         ),
     )
-    redirect_status: int = field(default=301, validator=_one_of(301, 302))
+    redirect_status: int = field(default=301, validator=one_of(301, 302))
     redirect_reason: str = field(
-        validator=_Expect("printable ASCII text without surrounding spaces", _is_header_text)
+        validator=Expect("printable ASCII text without surrounding spaces", is_header_text)
     )
 
     @redirect_reason.default
@@ -427,18 +307,18 @@ class HomeServer:
       when it is down; its own `[home_servers]` table, if any, says how to reach it.
     """
 
-    fqdn: str = field(converter=_lower, validator=_Expect("a hostname", _is_hostname))
+    fqdn: str = field(converter=lower, validator=Expect("a hostname", is_hostname_text))
     transport: Transport = field(
         default=Transport.TLS, converter=_to_transport, validator=_TRANSPORT_EXPECTED
     )
     host: str = field(
-        converter=_to_host, validator=_Expect("an IPv4 or IPv6 address or a hostname", _is_host)
+        converter=to_host, validator=Expect("an IPv4 or IPv6 address or a hostname", is_host_text)
     )
-    port: int = field(validator=_integer(1, 65_535))
+    port: int = field(validator=integer(1, 65_535))
     backup: str | None = field(
         default=None,
-        converter=_lower_optional,
-        validator=_Expect("a hostname", _optional(_is_hostname)),
+        converter=lower_optional,
+        validator=Expect("a hostname", optional(is_hostname_text)),
     )
 
     @host.default
@@ -480,12 +360,16 @@ class Config:
 
     server: ServerConfig
     listeners: tuple[ListenerConfig, ...] = field(
-        converter=_to_listeners, validator=_Expect("at least one listener", bool)
+        converter=_to_listeners, validator=Expect("at least one listener", bool)
     )
     limits: LimitsConfig = field(factory=LimitsConfig)
     log: LogConfig = field(factory=LogConfig)
     assignments: AssignmentsConfig | None = None
     policy: PolicyConfig = field(factory=PolicyConfig)
+    cache: CacheConfig = field(factory=CacheConfig)
+    location: LocationConfig = field(factory=LocationConfig)
+    registrar: RegistrarConfig = field(factory=RegistrarConfig)
+    dns: DnsConfig | None = None
     home_servers: Mapping[str, HomeServer] = field(
         factory=dict,
         converter=_freeze_home_servers,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["AssignmentFileError", "DirectoryUnavailable"]
+__all__ = ["AssignmentFileError", "AssignmentWriteError", "DirectoryUnavailable"]
 
 
 class DirectoryUnavailable(Exception):
@@ -34,3 +34,8 @@ class AssignmentFileError(Exception):
         if self.line is None:
             return f"{self.path}: {self.reason}"
         return f"{self.path}:{self.line}: {self.reason}"
+
+
+class AssignmentWriteError(Exception):
+    """The store refused to change an assignment (no permission, a constraint); the
+    message says what the store said. Nothing was changed by the failing write."""

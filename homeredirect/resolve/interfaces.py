@@ -7,6 +7,7 @@ Backends (a file, LDAP, SQL, Redis) provide `IAssignmentResolver`; the director 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from attrs import Attribute, field, frozen
@@ -15,7 +16,7 @@ from zope.interface import Interface
 
 from homeredirect.hostnames import normalize_hostname, normalize_uri_host
 
-__all__ = ["AddressOfRecord", "Assignment", "IAssignmentResolver"]
+__all__ = ["AddressOfRecord", "Assignment", "IAssignmentResolver", "IAssignmentStore"]
 
 # A user part as found in a SIP URI's userinfo: no whitespace or control characters, no "@",
 # and no ":" (which would start a password, RFC 3261 §19.1.1). Kept loose on purpose: the
@@ -95,3 +96,25 @@ class IAssignmentResolver(Interface):
         Fail with `DirectoryUnavailable` when the backend cannot answer, which the director
         turns into 503 with Retry-After, never into "unknown user".
         """
+
+
+class IAssignmentStore(Interface):
+    """Writes assignments: what the rebalancer and `homeredirect assignments` use.
+
+    Backends that provide it (file, SQL, Redis, LDAP) usually provide
+    `IAssignmentResolver` too; a write is visible to other directors sharing the store
+    within their cache TTL.
+    """
+
+    def move(aor: AddressOfRecord, home_server: str) -> Deferred[None]:
+        """Assign `aor` to `home_server` (an FQDN), adding the user if new.
+
+        Fail with `DirectoryUnavailable` when the store cannot be reached, and with
+        `AssignmentWriteError` when it refuses the write (a permission error, say).
+        """
+
+    def move_many(moves: Iterable[tuple[AddressOfRecord, str]]) -> Deferred[int]:
+        """Apply several moves, all or (where the store allows) none; fire with the count."""
+
+    def export() -> Deferred[list[tuple[AddressOfRecord, Assignment]]]:
+        """Fire with every assignment in the store, for `homeredirect assignments export`."""

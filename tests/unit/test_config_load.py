@@ -272,8 +272,9 @@ def test_home_role_needs_no_assignments(base_dir: Path) -> None:
             "director.toml: [limits].idle_timeout: expected a positive number of seconds, got inf",
         ),
         (
-            {"assignments": {"backend": "ldap", "path": "x"}},
-            'director.toml: [assignments].backend: expected one of "file", got "ldap"',
+            {"assignments": {"backend": "mongodb", "path": "x"}},
+            'director.toml: [assignments].backend: expected one of "file", "sql", "redis", '
+            '"ldap", got "mongodb"',
         ),
         (
             {"assignments": {}},
@@ -360,7 +361,8 @@ def test_unknown_table_is_named(base_dir: Path) -> None:
     data = minimal(limit={"max_connections": 5})
     assert error_for(data, base_dir) == (
         "director.toml: [limit]: unknown key; expected one of [server], [[listen]], [limits], "
-        '[log], [assignments], [policy], [home_servers] (did you mean "limits"?)'
+        "[log], [assignments], [policy], [cache], [location], [registrar], [dns], "
+        '[home_servers] (did you mean "limits"?)'
     )
 
 
