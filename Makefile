@@ -8,14 +8,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real peers the integration tests start: SIPp (sip-tester), Redis, OpenLDAP's slapd and
-# its command-line tools.
-APT_PACKAGES := sip-tester redis-server slapd ldap-utils
+# its command-line tools, a Samba AD domain controller (samba with its provisioning files
+# and AD database modules, ldb-tools to extend its schema offline) and Cyrus SASL's GSSAPI
+# plug-in for Kerberos binds.
+APT_PACKAGES := sip-tester redis-server slapd ldap-utils \
+	samba samba-ad-provision samba-dsdb-modules ldb-tools libsasl2-modules-gssapi-mit
+# Daemons Debian starts when it installs samba (file sharing, on every interface); the tests
+# run their own domain controller in a private network namespace, so `apt` stops and
+# disables these again, but only when it has just installed samba itself.
+SAMBA_DAEMONS := smbd nmbd samba-ad-dc
+# What `install` compiles against: python-ldap (the `ldap` extra, part of `dev`) has no Linux
+# wheel on PyPI, so pip builds it from source with OpenLDAP's and Cyrus SASL's headers.
+APT_BUILD_PACKAGES := libldap-dev libsasl2-dev python3-dev
 
-.PHONY: install run test lint typecheck unit integration apt bench clean
+.PHONY: install run cluster test lint typecheck unit integration apt apt-build bench clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml | apt-build
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
@@ -32,12 +42,24 @@ run: install run/server.pem
 	@echo
 	$(BIN)/twistd -n --pidfile= homeredirect --config examples/director.toml
 
+# The three-process example: a director, two home servers and the DNS service on 127.0.0.1
+# (ports 5170-5176), certificates and bindings in run/cluster/; Ctrl-C stops all of them.
+cluster: install
+	$(BIN)/python examples/cluster/run.py
+
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing || exit 1; \
+		case " $$missing " in *" samba "*) for d in $(SAMBA_DAEMONS); do \
+			if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now $$d >/dev/null 2>&1 || true; \
+			elif [ -x /etc/init.d/$$d ]; then $(SUDO) /etc/init.d/$$d stop >/dev/null 2>&1 || true; fi; \
+		done;; esac; \
 	fi
+
+apt-build:
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(APT_BUILD_PACKAGES)"
 
 lint: install
 	$(BIN)/ruff check homeredirect tests examples bench twisted
@@ -45,7 +67,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install apt lint typecheck
+test: apt install lint typecheck
 	$(BIN)/pytest
 
 bench: install

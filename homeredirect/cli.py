@@ -14,7 +14,20 @@ from collections.abc import Sequence
 
 __all__ = ["COMMANDS", "main"]
 
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "assignments": (
+        "homeredirect.tools.assignments",
+        "show, move, import or export user -> home server assignments",
+    ),
+    "dns": (
+        "homeredirect.dns.dns_command",
+        "serve the DNS records by which clients find a first server",
+    ),
+    "zone": (
+        "homeredirect.dns.zone_command",
+        "print the records `homeredirect dns` serves, as a BIND zone fragment",
+    ),
+}
 """Command name -> (module path, one-line help)."""
 
 

@@ -1,8 +1,10 @@
 """`makeService(config)`: the whole server as one `IService` (the embedding API).
 
 The tree (STYLE b.8): a MultiService holding the thread pool for blocking
-work, one `ListenerService` per `[[listen]]` entry, and the transaction
-table's timers; `reload()` re-reads certificates and the assignment file
+work, one `ListenerService` per `[[listen]]` entry, the transaction
+table's timers and, for `role = "home"`, the location store (purged on a
+timer, closed on stop) behind the registrar that is the core's local
+handler; `reload()` re-reads certificates and the assignment file
 without dropping traffic (the twistd plugin calls it on SIGHUP).
 """
 
@@ -19,7 +21,8 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
-from homeredirect.config.schema import Config, FileAssignmentsConfig, ListenerConfig
+from homeredirect.auth.factory import build_authenticator
+from homeredirect.config.schema import Config, ListenerConfig, Role
 from homeredirect.director.core import DirectorCore, DirectorSettings
 from homeredirect.director.interfaces import IRoutingPolicy, PolicyContext
 from homeredirect.director.policy import load_policy
@@ -27,7 +30,12 @@ from homeredirect.director.responses import ResponseFactory, TagSource
 from homeredirect.director.stateless_proxy import StatelessProxy
 from homeredirect.director.targets import HomeServerTargets
 from homeredirect.logs import FilteredLogger, set_level
-from homeredirect.resolve.file_source import FileAssignmentResolver
+from homeredirect.registrar.factory import build_location_store
+from homeredirect.registrar.home import EveryoneHereResolver, HomeRequestHandler, LocationService
+from homeredirect.registrar.registrar import Registrar, RegistrarSettings
+from homeredirect.registrar.routing import UserRouter
+from homeredirect.resolve.factory import AssignmentBackend, build_resolver
+from homeredirect.resolve.interfaces import IAssignmentResolver
 from homeredirect.transaction.server import ServerTransactionTable
 from homeredirect.transport.listeners import Address, ListenerService
 from homeredirect.transport.network import SipNetwork
@@ -64,6 +72,17 @@ class _TransactionTimers(Service):
         self._table.stop()
 
 
+class _AssignmentBackendService(Service):
+    """Releases the assignment backend's connections (Redis, SQLite) on stop."""
+
+    def __init__(self, backend: AssignmentBackend) -> None:
+        self._backend = backend
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        return self._backend.close()
+
+
 class HomeRedirectService(MultiService):
     """The running server; its children are listed in the module docstring."""
 
@@ -71,7 +90,7 @@ class HomeRedirectService(MultiService):
         self,
         config: Config,
         core: DirectorCore,
-        resolver: FileAssignmentResolver,
+        resolver: IAssignmentResolver,
         connections: ConnectionRegistry,
         clock: Any,
     ) -> None:
@@ -79,6 +98,8 @@ class HomeRedirectService(MultiService):
         self.config = config
         self.core = core
         self.resolver = resolver
+        # The configured [assignments] backend (None without one): reloaded on SIGHUP.
+        self.assignments: AssignmentBackend | None = None
         self.connections = connections
         self._clock = clock
         self.listeners: list[ListenerService] = []
@@ -95,8 +116,8 @@ class HomeRedirectService(MultiService):
         log.info("reloading certificates and assignments")
         for context in self.tls_contexts:
             context.reload()
-        if self.running:
-            return self.resolver.reload()
+        if self.running and self.assignments is not None:
+            return self.assignments.reload()
         return succeed(None)
 
     def listener(self, transport: str, index: int = 0) -> ListenerService:
@@ -115,15 +136,31 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
         reactor = global_reactor
     set_level(config.log.level)
     pool = ThreadPool(minthreads=0, maxthreads=4, name="homeredirect")
-    assert isinstance(config.assignments, FileAssignmentsConfig)
-    resolver = FileAssignmentResolver(config.assignments.path, reactor=reactor, threadpool=pool)
-    resolver.load()
+    resolver: IAssignmentResolver
+    assignments: AssignmentBackend | None = None
+    if config.assignments is None:
+        # Only a home (or edge) server may omit [assignments]: every user of our
+        # domains is then assigned here, and the same policy keeps them all local.
+        resolver = EveryoneHereResolver(config.server.fqdn)
+    else:
+        assignments = build_resolver(config, reactor, pool)
+        resolver = assignments.resolver
     policy: IRoutingPolicy = load_policy(
         config.policy.name, PolicyContext(fqdn=config.server.fqdn, role=str(config.server.role))
     )
     transactions = ServerTransactionTable(reactor)
     registry = ConnectionRegistry()
     network = SipNetwork(reactor, registry, _client_tls_factory(config))
+    proxy = StatelessProxy(network, os.urandom(16))
+    location: LocationService | None = None
+    local_handler: HomeRequestHandler | None = None
+    if config.server.role is Role.HOME:
+        store = build_location_store(config.location, reactor, pool)
+        location = LocationService(store, reactor, config.registrar.purge_interval)
+        local_handler = HomeRequestHandler(
+            Registrar(store, RegistrarSettings.from_config(config.registrar), reactor),
+            UserRouter(store, proxy, reactor),
+        )
     core = DirectorCore(
         settings=DirectorSettings(
             domains=frozenset(config.server.domains),
@@ -136,13 +173,22 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
         policy=policy,
         transactions=transactions,
         responses=ResponseFactory(config.server.user_agent, TagSource()),
-        proxy=StatelessProxy(network, os.urandom(16)),
+        proxy=proxy,
         targets=HomeServerTargets(config),
         clock=reactor,
+        local_handler=local_handler,
+        authenticator=None if config.auth is None else build_authenticator(config.auth, reactor),
     )
     top = HomeRedirectService(config, core, resolver, registry, reactor)
+    if assignments is not None:
+        top.assignments = assignments
+        # Before the pool: children stop in reverse order, so the pool's threads are done
+        # with the backend's connections by the time they are closed.
+        _AssignmentBackendService(assignments).setServiceParent(top)  # type: ignore[no-untyped-call]
     ThreadPoolService(pool).setServiceParent(top)  # type: ignore[no-untyped-call]
     _TransactionTimers(transactions).setServiceParent(top)  # type: ignore[no-untyped-call]
+    if location is not None:
+        location.setServiceParent(top)  # type: ignore[no-untyped-call]
     for listener in config.listeners:
         service = _listener_service(listener, config, core, network, registry, reactor, top)
         service.setServiceParent(top)  # type: ignore[no-untyped-call]

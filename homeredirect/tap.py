@@ -16,6 +16,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorThreads
 from twisted.python import usage
 
+from homeredirect.auth.credentials_file import CredentialsFileError
 from homeredirect.collector import ScheduledCollection
 from homeredirect.config.errors import ConfigError
 from homeredirect.config.load import load_config
@@ -63,7 +64,7 @@ def makeService(options: Options) -> IService:
         top = service.makeService(options.loaded, reactor)
     except PolicyLoadError as error:
         raise SystemExit(f"homeredirect: {options['config']}: [policy].name: {error}") from None
-    except (AssignmentFileError, CertificateError) as error:
+    except (AssignmentFileError, CertificateError, CredentialsFileError) as error:
         raise SystemExit(f"homeredirect: {options['config']}: {error}") from None
 
     # Everything loaded at start-up (modules, the assignment table) lives as long as

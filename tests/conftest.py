@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.servers import RedisServer
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _trial_temp_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
@@ -18,3 +20,14 @@ def _trial_temp_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -
         yield
     finally:
         os.chdir(previous)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server (tests/servers.py) for the whole session, stopped at the end.
+    Tests share it: give each test its own key prefix or database, or call `flush()`."""
+    server = RedisServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()

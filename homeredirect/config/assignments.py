@@ -137,9 +137,18 @@ class LdapAssignmentsConfig:
       escaped AOR goes (RFC 4515), e.g. `"(mail={aor})"`; `{user}` and `{domain}` also work.
     - `home_attribute`: generic preset only (required there): the attribute holding the FQDN.
     - `pool_fqdn_attribute`: default `"dNSHostName"`.
-    - `starttls` (default false), `ca` (a PEM file): TLS to the server, verified by `ca`.
-    - `timeout`: seconds per query (default 5); `page_size`: results per page (default 500);
-      `pool_size`: connections (default 4).
+    - `pool_base_dn`: AD preset, where `homeredirect assignments move` looks for the pool
+      object carrying the new home's FQDN (default `base_dn`; in Lync the pools are under
+      `CN=Pools,CN=RTC Service,CN=Services,CN=Configuration,...`).
+    - `starttls` (default false; not with an `ldaps://` URI), `ca` (a PEM file): TLS to the
+      server, its certificate verified against `ca` (else the system's trust store).
+    - `timeout`: seconds per query, also the connect timeout (default 5); `page_size`:
+      results per page of a paged search (RFC 2696; default 500, at most AD's 1000 is wise);
+      `pool_size`: connections, and threads that use them (default 4).
+    - `size_limit`: most entries an export reads (default 0: no limit).
+    - `reconnect_backoff`, `reconnect_backoff_max`: after no server could be reached, the
+      first wait before trying again (default 0.5 s), doubled per failure up to the maximum
+      (default 30 s); meanwhile lookups fail at once (503, or the cache's stale answer).
     """
 
     backend: ClassVar[str] = "ldap"
@@ -182,8 +191,25 @@ class LdapAssignmentsConfig:
     timeout: float = field(default=5.0, converter=to_seconds, validator=SECONDS)
     page_size: int = field(default=500, validator=integer(1, 100_000))
     pool_size: int = field(default=4, validator=integer(1, 64))
+    pool_base_dn: str | None = field(
+        default=None, validator=Expect("a distinguished name", optional(is_text))
+    )
+    size_limit: int = field(default=0, validator=integer(0))
+    reconnect_backoff: float = field(default=0.5, converter=to_seconds, validator=SECONDS)
+    reconnect_backoff_max: float = field(default=30.0, converter=to_seconds, validator=SECONDS)
 
     def __attrs_post_init__(self) -> None:
+        if self.starttls and any(uri.lower().startswith("ldaps://") for uri in self.uris):
+            raise InvalidField("starttls", "false with an ldaps:// URI (already TLS)", True)
+        if self.keytab is not None and self.sasl_mechanism is None:
+            expected = 'nothing without sasl_mechanism = "GSSAPI"'
+            raise InvalidField("keytab", expected, str(self.keytab))
+        if self.reconnect_backoff_max < self.reconnect_backoff:
+            raise InvalidField(
+                "reconnect_backoff_max",
+                f"at least reconnect_backoff ({self.reconnect_backoff:g})",
+                self.reconnect_backoff_max,
+            )
         if (self.bind_dn is None) != (self.bind_password is None):
             missing = "bind_password" if self.bind_password is None else "bind_dn"
             raise InvalidField(missing, "a value (bind_dn and bind_password go together)", None)

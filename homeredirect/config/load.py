@@ -20,10 +20,12 @@ from typing import Any, TypeVar
 import attrs
 from attrs import NOTHING, AttrsInstance, frozen
 
+from homeredirect.config.dns import DnsServer
 from homeredirect.config.errors import ConfigError, InvalidField, describe_value
 from homeredirect.config.schema import (
     ASSIGNMENT_BACKENDS,
     AssignmentsConfig,
+    AuthConfig,
     CacheConfig,
     Config,
     DnsConfig,
@@ -54,6 +56,7 @@ _LOCATIONS = {
     "location": "[location]",
     "registrar": "[registrar]",
     "dns": "[dns]",
+    "auth": "[auth]",
     "home_servers": "[home_servers]",
 }
 # Top-level TOML keys and how they are written.
@@ -68,6 +71,7 @@ _TABLES = {
     "location": "[location]",
     "registrar": "[registrar]",
     "dns": "[dns]",
+    "auth": "[auth]",
     "home_servers": "[home_servers]",
 }
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -169,6 +173,7 @@ class _Reader:
             raise self.error("[[listen]]", problem)
         assignments = self.table(data, "assignments")
         dns = self.table(data, "dns")
+        auth = self.table(data, "auth")
         listeners = [
             self.build(ListenerConfig, listen, f"[[listen]][{number}]")
             for number, listen in enumerate(listens, 1)
@@ -188,7 +193,8 @@ class _Reader:
                 registrar=self.build(
                     RegistrarConfig, self.table(data, "registrar") or {}, "[registrar]"
                 ),
-                dns=None if dns is None else self.build(DnsConfig, dns, "[dns]"),
+                dns=None if dns is None else self.dns(dns),
+                auth=None if auth is None else self.build(AuthConfig, auth, "[auth]"),
                 home_servers=self.home_servers(self.table(data, "home_servers") or {}),
             )
         except InvalidField as e:
@@ -223,6 +229,22 @@ class _Reader:
             raise self.error("[assignments].backend", problem)
         rest = {key: value for key, value in table.items() if key != "backend"}
         return self.build(chosen, rest, "[assignments]", also_known=("backend",))
+
+    def dns(self, table: Mapping[str, Any]) -> DnsConfig:
+        """`[dns]`, whose `[[dns.servers]]` entries are tables of their own, counted from 1."""
+        entries = table.get("servers", [])
+        if not isinstance(entries, list):
+            shown = describe_value(entries)
+            problem = f"expected an array of tables, written [[dns.servers]], got {shown}"
+            raise self.error("[[dns.servers]]", problem)
+        servers = []
+        for number, entry in enumerate(entries, 1):
+            location = f"[[dns.servers]][{number}]"
+            if not isinstance(entry, Mapping):
+                raise self.error(location, f"expected a table, got {describe_value(entry)}")
+            servers.append(self.build(DnsServer, entry, location))
+        rest = {key: value for key, value in table.items() if key != "servers"}
+        return self.build(DnsConfig, rest, "[dns]", also_known=("servers",), servers=servers)
 
     def home_servers(self, table: Mapping[str, Any]) -> dict[str, HomeServer]:
         """Key each `[home_servers."<fqdn>"]` table by its lowercased FQDN."""

@@ -28,6 +28,7 @@ from homeredirect.config.assignments import (
     RedisAssignmentsConfig,
     SqlAssignmentsConfig,
 )
+from homeredirect.config.auth import AuthConfig
 from homeredirect.config.dns import DnsConfig
 from homeredirect.config.errors import InvalidField
 from homeredirect.config.fields import (
@@ -55,6 +56,7 @@ __all__ = [
     "BUILTIN_POLICIES",
     "DEFAULT_USER_AGENT",
     "AssignmentsConfig",
+    "AuthConfig",
     "CacheConfig",
     "Config",
     "DnsConfig",
@@ -370,6 +372,7 @@ class Config:
     location: LocationConfig = field(factory=LocationConfig)
     registrar: RegistrarConfig = field(factory=RegistrarConfig)
     dns: DnsConfig | None = None
+    auth: AuthConfig | None = None
     home_servers: Mapping[str, HomeServer] = field(
         factory=dict,
         converter=_freeze_home_servers,

@@ -6,6 +6,12 @@ user's address of record, ask the `IAssignmentResolver` for the home server,
 ask the `IRoutingPolicy` what to do, and carry the decision out: a 3xx
 redirect, a forward to the home server, a local handler, or a rejection.
 Failures of any of these become SIP responses here and nowhere else.
+
+A home server runs the same pipeline with a local handler (its registrar and the
+routing to users registered there): REGISTERs are routed by the AOR of To, and
+other requests to a user (INVITE, MESSAGE, SUBSCRIBE, OPTIONS...) by the AOR of
+the Request-URI, so a user assigned elsewhere is redirected or proxied by the
+same policy whatever server the request reached.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from homeredirect.auth.interfaces import IRequestAuthenticator
+from homeredirect.auth.outcomes import AuthOutcome, Challenge, Refused
 from homeredirect.director.decision import Decision, Local, Proxy, Redirect, Reject
 from homeredirect.director.interfaces import IRoutingPolicy
 from homeredirect.director.responses import ResponseFactory
@@ -32,7 +40,7 @@ from homeredirect.sip.headers import parse_via, split_list
 from homeredirect.sip.message import Message, Request, Response
 from homeredirect.sip.parser import MessageRejected
 from homeredirect.sip.serialize import serialize
-from homeredirect.sip.uri import SipUri, unescape
+from homeredirect.sip.uri import SipUri, Uri, unescape
 from homeredirect.transaction.server import ServerTransaction, ServerTransactionTable
 from homeredirect.transport.flows import FlowClosed, IFlow, annotate_via, reply_address
 from homeredirect.transport.sink import IMessageSink
@@ -53,6 +61,60 @@ class DirectorSettings:
     redirect_reason: str = "Redirect request to Home Server"
 
 
+class LocalRequest:
+    """A request the policy decided to handle here (`Local`), as the local handler sees it.
+
+    `aor` is the user it is for (from To for a REGISTER, from the Request-URI otherwise);
+    `respond(status, reason, extra)` sends a final response through the server
+    transaction; `forwarded()` tells the transaction that the request was forwarded
+    statelessly instead (RFC 3261 §16.11), so it keeps no state for it.
+    """
+
+    __slots__ = ("_context", "_respond", "aor")
+
+    def __init__(
+        self,
+        context: _RequestContext,
+        aor: AddressOfRecord,
+        respond: Callable[[_RequestContext, int, str | None, tuple[tuple[str, str], ...]], None],
+    ) -> None:
+        self._context = context
+        self._respond = respond
+        self.aor = aor
+
+    @property
+    def request(self) -> Request:
+        return self._context.request
+
+    @property
+    def top_via(self) -> str:
+        """The request's top Via with received/rport added (RFC 3261 §18.2.1)."""
+        return self._context.top_via
+
+    @property
+    def flow(self) -> IFlow:
+        return self._context.flow
+
+    @property
+    def received(self) -> str:
+        """Where the request came from, `TRANSPORT:host:port` (for a binding's flow)."""
+        host, port = self._context.flow.remote
+        return f"{self._context.flow.transport}:{host}:{port}"
+
+    def respond(
+        self, status: int, reason: str | None = None, extra: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        self._respond(self._context, status, reason, extra)
+
+    def forwarded(self) -> None:
+        self._context.transaction.forwarded_statelessly()
+
+
+LocalHandler = Callable[[LocalRequest], None]
+"""Handles requests for users assigned to this server (a home server's registrar and
+user routing); it must answer through `LocalRequest.respond` or call `forwarded()`."""
+
+
 @implementer(IMessageSink)
 class DirectorCore:
     """Turns parsed messages into decisions and responses; owns no sockets."""
@@ -68,7 +130,8 @@ class DirectorCore:
         proxy: StatelessProxy,
         targets: Callable[[str], tuple[Target, Target | None]],
         clock: IReactorTime,
-        local_handler: Callable[[Request, ServerTransaction], None] | None = None,
+        local_handler: LocalHandler | None = None,
+        authenticator: IRequestAuthenticator | None = None,
     ) -> None:
         self._settings = settings
         self._resolver = resolver
@@ -79,6 +142,7 @@ class DirectorCore:
         self._targets = targets
         self._clock = clock
         self._local_handler = local_handler
+        self._authenticator = authenticator
         self._redirect_contacts: dict[str, tuple[tuple[str, str], ...]] = {}
 
     # -- entry points called by the transport protocols -------------------
@@ -141,6 +205,12 @@ class DirectorCore:
         method = request.method
         if method == "REGISTER":
             self._register(context)
+        elif self._local_handler is not None and self._addressed_to_user(request):
+            # A home server routes requests to its users; a director has no local
+            # handler and keeps answering them below.
+            uri = request.uri
+            assert isinstance(uri, SipUri)
+            self._route_to_user(context, uri)
         elif method == "OPTIONS":
             if self._refuse_extensions(context, "Require"):
                 return
@@ -152,23 +222,69 @@ class DirectorCore:
         else:
             self._respond(context, 405, extra=(("Allow", ALLOWED_METHODS),))
 
+    @staticmethod
+    def _addressed_to_user(request: Request) -> bool:
+        """A Request-URI naming a user (not this server itself, RFC 3261 §11); a
+        CANCEL follows its INVITE (forwarded with the same branch, §16.10)."""
+        uri = request.uri
+        return isinstance(uri, SipUri) and bool(uri.user)
+
     def _register(self, context: _RequestContext) -> None:
         request = context.request
         if not isinstance(request.uri, SipUri):
             self._respond(context, 416)
             return
-        to_uri = request.to_addr.uri
-        if not isinstance(to_uri, SipUri) or not to_uri.user:
+        self._route_to_user(context, request.to_addr.uri)
+
+    def _route_to_user(self, context: _RequestContext, aor_uri: Uri) -> None:
+        """Resolve the user of *aor_uri* (To of a REGISTER, RFC 3261 §10.3 step 5; the
+        Request-URI otherwise) and carry out the policy's decision."""
+        if not isinstance(aor_uri, SipUri) or not aor_uri.user:
             self._respond(context, 404, "Not a SIP address of record")
             return
-        if to_uri.host not in self._settings.domains:
+        if aor_uri.host not in self._settings.domains:
             self._respond(context, self._settings.unknown_domain_status, "Domain not served here")
             return
         try:
-            aor = AddressOfRecord.of_uri_parts(unescape(to_uri.user), to_uri.host)
+            aor = AddressOfRecord.of_uri_parts(unescape(aor_uri.user), aor_uri.host)
         except ValueError:
             self._respond(context, 404, "Not a SIP address of record")
             return
+        authenticator = self._authenticator
+        request = context.request
+        if authenticator is not None and _needs_authentication(request, authenticator.required):
+            outcome = authenticator.authenticate(
+                request, context.flow.remote[0], proxy=request.method != "REGISTER"
+            )
+            outcome.addCallback(self._authenticated, context, aor)
+            return
+        self._resolve(context, aor)
+
+    def _authenticated(
+        self, outcome: AuthOutcome, context: _RequestContext, aor: AddressOfRecord
+    ) -> None:
+        """Go on only as the owner of the AOR (RFC 3261 §10.3 step 3 for a REGISTER's
+        To; the From of other requests); nothing about the user is revealed before."""
+        if isinstance(outcome, Challenge):
+            self._respond(context, outcome.status, None, outcome.headers)
+            self._log_decision(context, aor, "challenge", None)
+            return
+        if isinstance(outcome, Refused):
+            self._respond(context, outcome.status, outcome.reason)
+            self._log_decision(context, aor, "refused", None)
+            return
+        request = context.request
+        owner = aor if request.method == "REGISTER" else _from_aor(request)
+        if outcome.aor != owner:
+            log.info(
+                "{identity} may not act for {owner}", identity=str(outcome.aor), owner=str(owner)
+            )
+            self._respond(context, 403, "Authenticated identity does not match")
+            self._log_decision(context, aor, "refused", None)
+            return
+        self._resolve(context, aor)
+
+    def _resolve(self, context: _RequestContext, aor: AddressOfRecord) -> None:
         try:
             deferred: Deferred[Assignment | None] = self._resolver.resolve(aor)
         except Exception:
@@ -214,6 +330,11 @@ class DirectorCore:
     def _carry_out(
         self, decision: Decision, context: _RequestContext, aor: AddressOfRecord
     ) -> None:
+        if isinstance(decision, Redirect) and context.request.method != "REGISTER":
+            # A redirect names the home server, not the user: right for a REGISTER,
+            # which the client re-sends there, but a call would lose its callee. Other
+            # requests for a user homed elsewhere are forwarded there instead.
+            decision = Proxy(decision.home_server)
         if isinstance(decision, Redirect):
             if self._refuse_extensions(context, "Require"):
                 return
@@ -240,7 +361,7 @@ class DirectorCore:
                 log.warn("{aor} is assigned to this server, which has no registrar", aor=str(aor))
                 self._respond(context, 500, "No registrar on this server")
             else:
-                self._local_handler(context.request, context.transaction)
+                self._local_handler(LocalRequest(context, aor, self._respond))
             self._log_decision(context, aor, "local", None)
         elif isinstance(decision, Reject):
             self._respond(context, decision.status, decision.reason)
@@ -323,3 +444,24 @@ def _reason_phrase(error: SipParseError) -> str:
     return text[:120]
 
 
+def _needs_authentication(request: Request, required: bool) -> bool:
+    """CANCEL and ACK are never challenged (RFC 3261 §22.1); otherwise all requests when
+    authentication is required, else only those that carry credentials."""
+    if request.method in ("CANCEL", "ACK"):
+        return False
+    if required:
+        return True
+    headers = request.headers
+    return headers.get("Authorization") is not None or (
+        headers.get("Proxy-Authorization") is not None
+    )
+
+
+def _from_aor(request: Request) -> AddressOfRecord | None:
+    uri = request.from_addr.uri
+    if not isinstance(uri, SipUri) or not uri.user:
+        return None
+    try:
+        return AddressOfRecord.of_uri_parts(unescape(uri.user), uri.host)
+    except ValueError:
+        return None

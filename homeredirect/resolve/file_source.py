@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -33,10 +34,25 @@ from zope.interface import implementer
 
 from homeredirect.hostnames import normalize_hostname, normalize_uri_host
 from homeredirect.logs import FilteredLogger
-from homeredirect.resolve.errors import AssignmentFileError, DirectoryUnavailable
-from homeredirect.resolve.interfaces import AddressOfRecord, Assignment, IAssignmentResolver
+from homeredirect.resolve.errors import (
+    AssignmentFileError,
+    AssignmentWriteError,
+    DirectoryUnavailable,
+)
+from homeredirect.resolve.interfaces import (
+    AddressOfRecord,
+    Assignment,
+    IAssignmentResolver,
+    IAssignmentStore,
+)
+from homeredirect.resolve.stored import checked_moves
 
-__all__ = ["FileAssignmentResolver", "parse_assignment_lines", "read_assignment_file"]
+__all__ = [
+    "FileAssignmentResolver",
+    "parse_assignment_lines",
+    "read_assignment_file",
+    "rewrite_assignment_file",
+]
 
 _HEADER = ["user", "home_server"]
 
@@ -155,7 +171,87 @@ def read_assignment_file(path: Path) -> dict[str, Assignment]:
         raise AssignmentFileError(path, None, f"expected UTF-8 text: {e.reason}") from e
 
 
-@implementer(IAssignmentResolver)
+def _key_of(line: str) -> str | None:
+    """The AOR key of a data line, None for a blank or comment line (the line is valid:
+    the file has been parsed whole before)."""
+    found = _LINE.fullmatch(line)
+    if found is not None:
+        user, host, _home = found.groups()
+        return user + "@" + normalize_uri_host(host)
+    parsed = _parse_other_line(line)
+    return None if parsed is None else parsed[0]
+
+
+def _rewritten_lines(lines: list[str], moves: Mapping[str, str]) -> list[str]:
+    """`lines` with the home server of every moved user replaced in place (comments and order
+    kept) and the users that are new appended."""
+    output: list[str] = []
+    remaining = dict(moves)
+    header_seen = False
+    for line in lines:
+        if not header_seen:
+            text = line.strip()
+            header_seen = bool(text) and not text.startswith("#")
+            output.append(line)
+            continue
+        key = _key_of(line)
+        if key is not None and key in moves:
+            remaining.pop(key, None)
+            output.append(f"{key},{moves[key]}\n")
+        else:
+            output.append(line)
+    if output and not output[-1].endswith("\n"):
+        output[-1] += "\n"
+    output.extend(f"{key},{home}\n" for key, home in remaining.items())
+    return output
+
+
+def rewrite_assignment_file(path: Path, moves: Mapping[str, str]) -> dict[str, Assignment]:
+    """Apply `moves` (`{str(aor): fqdn}`) to the assignment file at `path` atomically, and
+    return the new table. Blocking: call it from a thread once the reactor runs.
+
+    The new file is written next to the old one, flushed to disk (fsync), and renamed over it
+    (`os.replace`), then the directory is synced: a reader or a crash sees the old file or the
+    new one, never a mix. Comments and line order are kept; new users are appended. The file
+    keeps its permission bits. Raise `AssignmentWriteError` if the current file is invalid or
+    the new one cannot be written.
+    """
+    try:
+        with open(path, encoding="utf-8-sig") as file:
+            lines = file.readlines()
+        parse_assignment_lines(lines, path)
+        new_lines = _rewritten_lines(lines, moves)
+        table = parse_assignment_lines(new_lines, path)
+    except OSError as e:
+        raise AssignmentWriteError(f"{path}: cannot read the file: {e.strerror or e}") from e
+    except (AssignmentFileError, UnicodeDecodeError) as e:
+        raise AssignmentWriteError(f"not rewriting an invalid file: {e}") from e
+    directory = path.parent
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.writelines(new_lines)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(temporary, mode)
+            os.replace(temporary, path)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+        directory_handle = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_handle)
+        finally:
+            os.close(directory_handle)
+    except OSError as e:
+        raise AssignmentWriteError(f"{path}: cannot write the file: {e.strerror or e}") from e
+    return table
+
+
+@implementer(IAssignmentResolver, IAssignmentStore)
 class FileAssignmentResolver:
     """Resolve users from an assignment file loaded into memory.
 
@@ -163,6 +259,10 @@ class FileAssignmentResolver:
     `reload()` afterwards, e.g. on SIGHUP: it reads in `threadpool` so that lookups go on
     meanwhile, and replaces the table only if the new file is entirely valid. Until the first
     successful load, `resolve` fails with `DirectoryUnavailable`.
+
+    It is also an `IAssignmentStore`: a write rewrites the file atomically in the thread
+    pool (`rewrite_assignment_file`) and then serves the new table. Writes and reloads run one
+    at a time, in the order they were asked for.
 
     The thread pool belongs to the caller, which starts and stops it (STYLE b.11).
     """
@@ -231,3 +331,40 @@ class FileAssignmentResolver:
         if self._table is None:
             return fail(DirectoryUnavailable(f"assignment file {self.path} is not loaded"))
         return succeed(self._table.get(str(aor)))
+
+    def move(self, aor: AddressOfRecord, home_server: str) -> Deferred[None]:
+        """Assign `aor` to `home_server` in the file (appending the user if new)."""
+        return self.move_many([(aor, home_server)]).addCallback(lambda _: None)
+
+    def move_many(self, moves: Iterable[tuple[AddressOfRecord, str]]) -> Deferred[int]:
+        """Apply all moves in one atomic rewrite of the file; fire with their count and
+        serve the new table from then on. Fail with `AssignmentWriteError` (nothing
+        written) if a home server is not an FQDN or the file cannot be read or written."""
+        try:
+            checked = checked_moves(moves)
+        except AssignmentWriteError:
+            return fail()
+
+        def rewrite() -> Deferred[int]:
+            writing = deferToThreadPool(
+                self._reactor, self._threadpool, rewrite_assignment_file, self.path, checked
+            )
+            return writing.addCallback(self._written, len(checked))
+
+        return self._reloading.run(rewrite)
+
+    def _written(self, table: Mapping[str, Assignment], count: int) -> int:
+        self.log.info(
+            "wrote {moves} assignment changes to {path}", moves=count, path=str(self.path)
+        )
+        self._use(table)
+        return count
+
+    def export(self) -> Deferred[list[tuple[AddressOfRecord, Assignment]]]:
+        """Fire with the loaded table, ordered by user; fail with `DirectoryUnavailable` if
+        the file was never loaded."""
+        if self._table is None:
+            return fail(DirectoryUnavailable(f"assignment file {self.path} is not loaded"))
+        return succeed(
+            [(AddressOfRecord.parse(key), self._table[key]) for key in sorted(self._table)]
+        )

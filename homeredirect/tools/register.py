@@ -17,14 +17,37 @@ import ssl
 import sys
 from collections.abc import Sequence
 
+from attrs import evolve, field, frozen
+
+from homeredirect.auth.digest import DigestAlgorithm
+from homeredirect.auth.digest_client import answer_challenge
+from homeredirect.sip.credentials import parse_auth_value
 from homeredirect.sip.headers import parse_contacts
 from homeredirect.sip.message import Response
 from homeredirect.sip.parser import MessageReceived, StreamParser, parse_datagram
 
 
-def build_register(aor: str, transport: str, local: tuple[str, int], extra_vias: int) -> bytes:
+@frozen
+class Dialogue:
+    """What stays the same between a REGISTER and its authenticated retry (RFC 3261
+    §10.2: same Call-ID, CSeq incremented; §22.2: credentials added)."""
+
+    call_id: str = field(factory=lambda: secrets.token_hex(8))
+    from_tag: str = field(factory=lambda: secrets.token_hex(4))
+    cseq: int = 1
+    authorization: tuple[str, str] | None = None
+
+
+def build_register(
+    aor: str,
+    transport: str,
+    local: tuple[str, int],
+    extra_vias: int,
+    dialogue: Dialogue | None = None,
+) -> bytes:
     """A REGISTER for *aor* (RFC 3261 §10.2) with one Via of ours, plus
     *extra_vias* further Vias as if it had come through proxies."""
+    dialogue = dialogue or Dialogue()
     domain = aor.split("@", 1)[1]
     host, port = local
     branch = "z9hG4bK" + secrets.token_hex(8)
@@ -38,10 +61,15 @@ def build_register(aor: str, transport: str, local: tuple[str, int], extra_vias:
         f"REGISTER sip:{domain} SIP/2.0",
         *vias,
         "Max-Forwards: 70",
-        f"From: <{aor}>;tag={secrets.token_hex(4)}",
+        f"From: <{aor}>;tag={dialogue.from_tag}",
         f"To: <{aor}>",
-        f"Call-ID: {secrets.token_hex(8)}@{host}",
-        "CSeq: 1 REGISTER",
+        f"Call-ID: {dialogue.call_id}@register",
+        f"CSeq: {dialogue.cseq} REGISTER",
+        *(
+            [f"{dialogue.authorization[0]}: {dialogue.authorization[1]}"]
+            if dialogue.authorization
+            else []
+        ),
         (
             f"Contact: <sip:{aor.split(':', 1)[1].split('@', 1)[0]}@{host}:{port}"
             f";transport={transport}>"
@@ -56,7 +84,14 @@ def build_register(aor: str, transport: str, local: tuple[str, int], extra_vias:
 
 
 def exchange(
-    aor: str, transport: str, host: str, port: int, ca: str | None, timeout: float, extra_vias: int
+    aor: str,
+    transport: str,
+    host: str,
+    port: int,
+    ca: str | None,
+    timeout: float,
+    extra_vias: int,
+    dialogue: Dialogue | None = None,
 ) -> Response:
     """Send the REGISTER and wait for the first final response."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -65,7 +100,7 @@ def exchange(
         sock.settimeout(timeout)
         sock.connect((host, port))
         local = sock.getsockname()[:2]
-        sock.send(build_register(aor, transport, local, extra_vias))
+        sock.send(build_register(aor, transport, local, extra_vias, dialogue))
         while True:
             event = parse_datagram(sock.recv(65_536))
             if isinstance(event, MessageReceived) and isinstance(event.message, Response):
@@ -79,7 +114,7 @@ def exchange(
             context.verify_mode = ssl.CERT_NONE
         raw = context.wrap_socket(raw, server_hostname=host)
     local = raw.getsockname()[:2]
-    raw.sendall(build_register(aor, transport, local, extra_vias))
+    raw.sendall(build_register(aor, transport, local, extra_vias, dialogue))
     parser = StreamParser()
     while True:
         data = raw.recv(65_536)
@@ -107,6 +142,23 @@ def describe(response: Response) -> str:
     return "\n".join(lines)
 
 
+def _answer(response: Response, aor: str, username: str | None, password: str) -> tuple[str, str]:
+    """The Authorization (or Proxy-Authorization) header answering the strongest Digest
+    challenge we can (RFC 8760 §2.4: the server lists them in its order of preference)."""
+    proxy = response.status == 407
+    challenges = response.headers.get_all("Proxy-Authenticate" if proxy else "WWW-Authenticate")
+    user = username or aor.split(":", 1)[1].split("@", 1)[0]
+    for value in challenges:
+        challenge = parse_auth_value(value, "WWW-Authenticate")
+        if challenge.scheme_is("Digest") and DigestAlgorithm.named(challenge.get("algorithm")):
+            domain = aor.split("@", 1)[1]
+            credentials = answer_challenge(
+                challenge, method="REGISTER", uri=f"sip:{domain}", username=user, password=password
+            )
+            return ("Proxy-Authorization" if proxy else "Authorization", credentials)
+    raise ValueError("no Digest challenge with an algorithm we know")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m homeredirect.tools.register", description=__doc__.split("\n")[0]
@@ -120,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--extra-vias", type=int, default=0, help="pretend to come through N proxies"
     )
+    parser.add_argument("--password", help="answer a Digest challenge (401/407) with this password")
+    parser.add_argument("--username", help="the Digest username (default: the AOR's user part)")
     args = parser.parse_args(argv)
     transport, _, hostport = args.server.partition(":")
     host, _, port_text = hostport.rpartition(":")
@@ -133,10 +187,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(
             "expected --server udp|tcp|tls:HOST:PORT and an AOR like sip:alice@example.com"
         )
+    target = (transport, host.strip("[]"), int(port_text), args.ca, args.timeout, args.extra_vias)
     try:
-        response = exchange(
-            aor, transport, host.strip("[]"), int(port_text), args.ca, args.timeout, args.extra_vias
-        )
+        dialogue = Dialogue()
+        response = exchange(aor, *target, dialogue)
+        if response.status in (401, 407) and args.password is not None:
+            authorization = _answer(response, aor, args.username, args.password)
+            retry = evolve(dialogue, cseq=dialogue.cseq + 1, authorization=authorization)
+            response = exchange(aor, *target, retry)
+    except ValueError as error:
+        print(f"cannot authenticate: {error}", file=sys.stderr)
+        return 1
     except (OSError, ConnectionError) as error:
         print(f"no answer from {args.server}: {error}", file=sys.stderr)
         return 1

@@ -361,7 +361,7 @@ def test_unknown_table_is_named(base_dir: Path) -> None:
     data = minimal(limit={"max_connections": 5})
     assert error_for(data, base_dir) == (
         "director.toml: [limit]: unknown key; expected one of [server], [[listen]], [limits], "
-        "[log], [assignments], [policy], [cache], [location], [registrar], [dns], "
+        "[log], [assignments], [policy], [cache], [location], [registrar], [dns], [auth], "
         '[home_servers] (did you mean "limits"?)'
     )
 

@@ -1,0 +1,134 @@
+"""`twisted.cred` pieces for SIP Digest: credentials, a checker over a credentials source,
+and a realm whose avatars are authenticated SIP identities.
+
+The checker answers known and unknown users with the same work: for an unknown user it
+still computes a response against a throw-away H(A1), so that the time taken does not tell
+a prober which users exist (issue "Authentication before redirect": no user enumeration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from attrs import frozen
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import ICredentials
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import IRealm
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import Attribute, Interface, implementer
+
+from homeredirect.auth.credentials_file import DigestAccount
+from homeredirect.auth.digest import DigestAlgorithm, expected_response, responses_match
+from homeredirect.resolve.interfaces import AddressOfRecord
+
+__all__ = [
+    "DigestChecker",
+    "IAuthenticatedUser",
+    "ISipDigestCredentials",
+    "SipDigestCredentials",
+    "SipIdentityRealm",
+    "aor_of_username",
+]
+
+
+class ISipDigestCredentials(ICredentials):
+    """A Digest `Authorization` whose nonce, opaque and nonce-count were already checked."""
+
+    username = Attribute("The username as the client wrote it.")
+    realm = Attribute("The realm the client answered.")
+    algorithm = Attribute("The DigestAlgorithm used.")
+
+    def check_ha1(ha1: str) -> bool:
+        """Whether the client's response is right for this H(A1)."""
+
+
+@implementer(ISipDigestCredentials)
+@frozen
+class SipDigestCredentials:
+    username: str
+    realm: str
+    algorithm: DigestAlgorithm
+    method: str
+    uri: str
+    nonce: str
+    qop: str | None
+    nc: str | None
+    cnonce: str | None
+    response: str
+
+    def check_ha1(self, ha1: str) -> bool:
+        expected = expected_response(
+            self.algorithm,
+            ha1,
+            method=self.method,
+            uri=self.uri,
+            nonce=self.nonce,
+            qop=self.qop,
+            nc=self.nc,
+            cnonce=self.cnonce,
+        )
+        return responses_match(expected, self.response)
+
+
+def aor_of_username(username: str, realm: str) -> AddressOfRecord | None:
+    """The account a Digest username names: `alice@example.com` as is, `alice` in realm
+    `example.com` as `alice@example.com`; None if neither makes an AOR."""
+    try:
+        if "@" in username:
+            return AddressOfRecord.parse(username)
+        return AddressOfRecord(user=username, host=realm)
+    except ValueError:
+        return None
+
+
+@implementer(ICredentialsChecker)
+class DigestChecker:
+    """Checks `ISipDigestCredentials` against accounts; the avatar id is the AOR, UTF-8."""
+
+    credentialInterfaces = (ISipDigestCredentials,)
+
+    def __init__(self, accounts: Callable[[], Mapping[AddressOfRecord, DigestAccount]]) -> None:
+        self._accounts = accounts
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
+        creds: ISipDigestCredentials = credentials
+        aor = aor_of_username(creds.username, creds.realm)
+        account = None if aor is None else self._accounts().get(aor)
+        ha1 = None
+        if account is not None:
+            ha1 = account.ha1_for(creds.algorithm, creds.username, creds.realm)
+        if ha1 is None:
+            # Same work as a real check, so a wrong user costs what a wrong password does.
+            creds.check_ha1("0" * len(creds.algorithm.hash(b"")))
+            return fail(UnauthorizedLogin("unknown user or no secret for this algorithm"))
+        if not creds.check_ha1(ha1):
+            return fail(UnauthorizedLogin("wrong response"))
+        assert account is not None
+        return succeed(str(account.aor).encode())
+
+
+class IAuthenticatedUser(Interface):
+    """The avatar of a successful login: who the client proved to be."""
+
+    aor = Attribute("The AddressOfRecord the client authenticated as.")
+
+
+@implementer(IAuthenticatedUser)
+@frozen
+class AuthenticatedUser:
+    aor: AddressOfRecord
+
+
+@implementer(IRealm)
+class SipIdentityRealm:
+    """Turns an avatar id (an AOR string) into an `IAuthenticatedUser`."""
+
+    def requestAvatar(
+        self, avatarId: Any, mind: object, *interfaces: Any
+    ) -> tuple[Any, AuthenticatedUser, Callable[[], None]]:
+        if IAuthenticatedUser not in interfaces:
+            raise NotImplementedError("only IAuthenticatedUser avatars")
+        aor = AddressOfRecord.parse(avatarId if isinstance(avatarId, str) else avatarId.decode())
+        return IAuthenticatedUser, AuthenticatedUser(aor), lambda: None

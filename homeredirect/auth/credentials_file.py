@@ -1,0 +1,133 @@
+"""Digest credentials from a CSV file (`[auth].credentials`), for small setups.
+
+Two layouts, told apart by the header line::
+
+    user,password
+    alice@example.com,secret
+
+    user,ha1_md5,ha1_sha256,ha1_sha512_256
+    alice@example.com,939e7578ed9e3c518a452acee763bce9,...,...
+
+`user` is the AOR. A hashed column holds H(A1) = H(username:realm:password) (RFC 7616
+§3.4.2) computed with the username a SIP client sends, the AOR's user part (`alice`);
+hashed columns may be left empty, and an algorithm with no hash for a user fails for that
+user. Passwords in the file let either spelling of the username (`alice` or
+`alice@example.com`) authenticate. The file is read once at start-up, in a thread, and the
+whole file is rejected for one bad line, naming it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+from attrs import frozen
+
+from homeredirect.auth.digest import DigestAlgorithm, ha1_for
+from homeredirect.resolve.interfaces import AddressOfRecord
+
+__all__ = ["CredentialsFileError", "DigestAccount", "read_credentials"]
+
+_HASH_COLUMNS = {
+    "ha1_md5": DigestAlgorithm.MD5,
+    "ha1_sha256": DigestAlgorithm.SHA_256,
+    "ha1_sha512_256": DigestAlgorithm.SHA_512_256,
+}
+_HEX_LENGTH = {
+    DigestAlgorithm.MD5: 32,
+    DigestAlgorithm.SHA_256: 64,
+    DigestAlgorithm.SHA_512_256: 64,
+}
+
+
+class CredentialsFileError(Exception):
+    """`str()` is `path:line: reason`."""
+
+
+@frozen
+class DigestAccount:
+    """One user's Digest secrets: a password, or H(A1) per algorithm for the user part."""
+
+    aor: AddressOfRecord
+    password: str | None
+    ha1: Mapping[DigestAlgorithm, str]
+
+    def ha1_for(self, algorithm: DigestAlgorithm, username: str, realm: str) -> str | None:
+        """H(A1) for the username as the client wrote it, or None if we cannot know it."""
+        if self.password is not None:
+            return ha1_for(algorithm, username, realm, self.password)
+        if username != self.aor.user:
+            return None
+        return self.ha1.get(algorithm)
+
+
+def read_credentials(path: Path) -> Mapping[AddressOfRecord, DigestAccount]:
+    """Read the file; raise `CredentialsFileError` naming the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CredentialsFileError(f"{path}: cannot read: {e}") from e
+    rows = csv.reader(io.StringIO(text))
+    accounts: dict[AddressOfRecord, DigestAccount] = {}
+    header: list[str] | None = None
+    for row in rows:
+        number = rows.line_num
+        cells = [cell.strip() for cell in row]
+        if not cells or not any(cells) or cells[0].startswith("#"):
+            continue
+        if header is None:
+            header = _check_header(cells, path, number)
+            continue
+        if len(cells) != len(header):
+            raise CredentialsFileError(
+                f"{path}:{number}: expected {len(header)} columns ({','.join(header)}), "
+                f"got {len(cells)}"
+            )
+        account = _account(dict(zip(header, cells, strict=True)), path, number)
+        if account.aor in accounts:
+            raise CredentialsFileError(f"{path}:{number}: {account.aor} is listed twice")
+        accounts[account.aor] = account
+    if header is None:
+        raise CredentialsFileError(f"{path}: no header line (user,password or user,ha1_...)")
+    return MappingProxyType(accounts)
+
+
+def _check_header(cells: list[str], path: Path, number: int) -> list[str]:
+    if cells == ["user", "password"]:
+        return cells
+    if cells[:1] == ["user"] and len(cells) > 1 and all(c in _HASH_COLUMNS for c in cells[1:]):
+        if len(set(cells)) == len(cells):
+            return cells
+    raise CredentialsFileError(
+        f"{path}:{number}: expected the header user,password or user followed by "
+        f"{', '.join(_HASH_COLUMNS)}; got {','.join(cells)}"
+    )
+
+
+def _account(row: dict[str, str], path: Path, number: int) -> DigestAccount:
+    try:
+        aor = AddressOfRecord.parse(row["user"])
+    except ValueError:
+        raise CredentialsFileError(
+            f"{path}:{number}: expected a user such as alice@example.com, got {row['user']!r}"
+        ) from None
+    if "password" in row:
+        if not row["password"]:
+            raise CredentialsFileError(f"{path}:{number}: empty password for {aor}")
+        return DigestAccount(aor, row["password"], MappingProxyType({}))
+    hashes: dict[DigestAlgorithm, str] = {}
+    for column, algorithm in _HASH_COLUMNS.items():
+        value = row.get(column, "").lower()
+        if not value:
+            continue
+        if len(value) != _HEX_LENGTH[algorithm] or any(c not in "0123456789abcdef" for c in value):
+            raise CredentialsFileError(
+                f"{path}:{number}: {column} must be {_HEX_LENGTH[algorithm]} hex digits"
+            )
+        hashes[algorithm] = value
+    if not hashes:
+        raise CredentialsFileError(f"{path}:{number}: no hash given for {aor}")
+    return DigestAccount(aor, None, MappingProxyType(hashes))

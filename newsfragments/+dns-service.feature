@@ -1,0 +1,1 @@
+`homeredirect dns --config FILE` serves, authoritatively over UDP and TCP, the SRV, NAPTR and A/AAAA records by which Microsoft and RFC 3263 clients find a first server (`[dns]`, `[[dns.servers]]`), and `homeredirect zone --config FILE` prints the same records as a BIND zone fragment.

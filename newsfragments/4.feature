@@ -1,0 +1,1 @@
+RFC 3261 §17.1 client transactions (INVITE and non-INVITE, with RFC 6026's Accepted state, retransmission over UDP, 408 on timeout, transport errors reported, ACK for failures and CANCEL) now exist as a library module, ``homeredirect.transaction.client``, which the coming transaction-stateful proxy will use; nothing on the wire changes yet.
