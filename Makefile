@@ -10,16 +10,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real peers the integration tests start: SIPp (sip-tester), Redis, OpenLDAP's slapd and
 # its command-line tools, a Samba AD domain controller (samba with its provisioning files
 # and AD database modules, ldb-tools to extend its schema offline) and Cyrus SASL's GSSAPI
-# plug-in for Kerberos binds.
+# plug-in for Kerberos binds; gss-ntlmssp, the NTLM initiator the MS-SIPAE tests drive.
 APT_PACKAGES := sip-tester redis-server slapd ldap-utils \
-	samba samba-ad-provision samba-dsdb-modules ldb-tools libsasl2-modules-gssapi-mit
-# Daemons Debian starts when it installs samba (file sharing, on every interface); the tests
-# run their own domain controller in a private network namespace, so `apt` stops and
-# disables these again, but only when it has just installed samba itself.
-SAMBA_DAEMONS := smbd nmbd samba-ad-dc
+	samba samba-ad-provision samba-dsdb-modules ldb-tools libsasl2-modules-gssapi-mit \
+	gss-ntlmssp
+# Daemons Debian starts when it installs these packages (package:daemon): Samba's file
+# sharing on every interface, slapd on every interface, redis-server on loopback. The tests
+# start their own servers (the domain controller in a private network namespace), so `apt`
+# stops and disables each again, but only when it has just installed its package itself.
+PACKAGE_DAEMONS := samba:smbd samba:nmbd samba:samba-ad-dc slapd:slapd redis-server:redis-server
 # What `install` compiles against: python-ldap (the `ldap` extra, part of `dev`) has no Linux
-# wheel on PyPI, so pip builds it from source with OpenLDAP's and Cyrus SASL's headers.
-APT_BUILD_PACKAGES := libldap-dev libsasl2-dev python3-dev
+# wheel on PyPI, so pip builds it from source with OpenLDAP's and Cyrus SASL's headers;
+# likewise gssapi (in `dev` for the NTLM tests) with MIT krb5's (libkrb5-dev).
+APT_BUILD_PACKAGES := libldap-dev libsasl2-dev python3-dev libkrb5-dev
 
 .PHONY: install run cluster test lint typecheck unit integration apt apt-build bench clean
 
@@ -52,10 +55,12 @@ apt:
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing || exit 1; \
-		case " $$missing " in *" samba "*) for d in $(SAMBA_DAEMONS); do \
-			if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now $$d >/dev/null 2>&1 || true; \
-			elif [ -x /etc/init.d/$$d ]; then $(SUDO) /etc/init.d/$$d stop >/dev/null 2>&1 || true; fi; \
-		done;; esac; \
+		for pair in $(PACKAGE_DAEMONS); do p=$${pair%%:*}; d=$${pair#*:}; \
+			case " $$missing " in *" $$p "*) \
+				if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now $$d >/dev/null 2>&1 || true; \
+				elif [ -x /etc/init.d/$$d ]; then $(SUDO) /etc/init.d/$$d stop >/dev/null 2>&1 || true; fi;; \
+			esac; \
+		done; \
 	fi
 
 apt-build:

@@ -17,6 +17,7 @@ Standard library, Twisted and homeredirect only.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -24,11 +25,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import react
 from twisted.python.threadpool import ThreadPool
 
@@ -76,7 +77,6 @@ async def run_modifies(
     """One modify per AOR (add or replace its binding), *window* in flight."""
     now = time.time()
     latencies: list[float] = []
-    gate = DeferredSemaphore(window)
 
     def one(n: int, aor: AddressOfRecord) -> Deferred[Any]:
         binding = make_binding(aor, n, now, cseq)
@@ -88,8 +88,15 @@ async def run_modifies(
         modified = store.modify(aor, change, now)
         return modified.addCallback(lambda _: latencies.append(time.perf_counter() - started))
 
+    async def worker(work: Iterator[tuple[int, AddressOfRecord]]) -> None:
+        # Workers share one iterator: *window* modifies in flight, and no Deferred made
+        # ahead for every AOR (which would distort the memory measurement).
+        for n, aor in work:
+            await one(n, aor)
+
+    work = iter(enumerate(aors))
     started = time.perf_counter()
-    await gatherResults([gate.run(one, n, aor) for n, aor in enumerate(aors)])
+    await gatherResults([Deferred.fromCoroutine(worker(work)) for _ in range(window)])
     elapsed = time.perf_counter() - started
     return {
         "ops_per_s": round(len(aors) / elapsed),
@@ -152,8 +159,10 @@ def measure_rss(backend: str, bindings: int) -> dict[str, Any]:
         else:
             store = SqliteLocationStore(directory / "bindings.sqlite", reactor, pool)
         aors = [AddressOfRecord(f"user{n}", "example.com") for n in range(bindings)]
+        gc.collect()
         before = rss_kib()
         await run_modifies(reactor, store, aors, 64, 1)
+        gc.collect()
         result["rss_growth_mib"] = round((rss_kib() - before) / 1024, 1)
         result["rss_total_mib"] = round(rss_kib() / 1024, 1)
         if backend == "sqlite":

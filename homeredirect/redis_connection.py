@@ -224,11 +224,12 @@ class RedisConnection:
     def execute(self, *command: RedisValue) -> Deferred[Any]:
         """Run one command; fire with its reply (str, int, list, None), fail with
         `RedisUnavailable` or `RedisCommandError`."""
+        reply: Deferred[Any]
         try:
             self._check_open()
-            reply: Deferred[Any] = self._client.execute_command(*command)
+            reply = self._client.execute_command(*command)
         except Exception:
-            return fail()
+            reply = fail()
         return self._deadline(reply)
 
     def get(self, key: str) -> Deferred[str | None]:

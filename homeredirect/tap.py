@@ -22,6 +22,7 @@ from homeredirect.config.errors import ConfigError
 from homeredirect.config.load import load_config
 from homeredirect.config.schema import Config
 from homeredirect.director.policy import PolicyLoadError
+from homeredirect.registrar.location import LocationStoreError
 from homeredirect.resolve.errors import AssignmentFileError
 from homeredirect.transport.tls import CertificateError
 
@@ -64,7 +65,12 @@ def makeService(options: Options) -> IService:
         top = service.makeService(options.loaded, reactor)
     except PolicyLoadError as error:
         raise SystemExit(f"homeredirect: {options['config']}: [policy].name: {error}") from None
-    except (AssignmentFileError, CertificateError, CredentialsFileError) as error:
+    except (
+        AssignmentFileError,
+        CertificateError,
+        CredentialsFileError,
+        LocationStoreError,
+    ) as error:
         raise SystemExit(f"homeredirect: {options['config']}: {error}") from None
 
     # Everything loaded at start-up (modules, the assignment table) lives as long as

@@ -2,9 +2,10 @@
 
     python -m tests.ldap_lookup PLAN.json
 
-For directories the test process cannot reach itself: tests/integration/test_active_directory.py
-runs this inside the Samba domain controller's network namespace (`ip netns exec`), where the
-domain controller's name resolves and its ports are open. The plan is a JSON object:
+For directories the test process cannot reach itself:
+tests/integration/test_active_directory.py runs this inside the Samba domain controller's
+network namespace (`ip netns exec`), where the domain controller's name resolves and its
+ports are open. The plan is a JSON object:
 
     {"config": {...LdapAssignmentsConfig keyword arguments...},
      "move": ["erin@example.com", "pool1.example.com"],        (optional, done first)
@@ -13,7 +14,8 @@ domain controller's name resolves and its ports are open. The plan is a JSON obj
 and the output one JSON object: for the move and for each lookup, either `{"home": "<fqdn>"}`
 (`null` for an unknown user; `{"moved": true}` for the move) or `{"error": "<exception
 class>", "kinds": [<its class and base classes>], "message": "..."}`; `"searches"`, the
-LDAP searches sent, and `"searches_per_lookup"`, those each lookup sent, in plan order. Everything runs one step after the other on a real reactor, through
+LDAP searches sent, and `"searches_per_lookup"`, those each lookup sent, in plan order.
+Everything runs one step after the other on a real reactor, through
 `LdapAssignmentResolver` started as a service, as in the director.
 """
 

@@ -27,7 +27,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredSemaphore,
+    FirstError,
+    gatherResults,
+    succeed,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -135,8 +141,11 @@ class RedisLocationStore:
                 # Nothing left, or nothing this round could change (stop, not spin).
                 return dropped
             previous = batch
+            # Two at a time, so that a large purge does not queue hundreds of transactions
+            # ahead of the registrations waiting for the same connections.
+            gate = DeferredSemaphore(2)
             counts = await gatherResults(
-                [self._purge_one(aor, now) for aor in batch], consumeErrors=True
+                [gate.run(self._purge_one, aor, now) for aor in batch], consumeErrors=True
             ).addErrback(_first_error)
             dropped += sum(counts)
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -93,7 +93,11 @@ class SqliteLocationStore:
         return self._in_thread(self._purge, now)
 
     def close(self) -> Deferred[None]:
-        """Close the connection (in the pool, after the operations already queued)."""
+        """Close the connection (in the pool, after the operations already queued; at
+        once if the pool is not running, since nothing could then be queued)."""
+        if not self._pool.started:
+            self._close()
+            return succeed(None)
         return deferToThreadPool(self._reactor, self._pool, self._close)
 
     def open(self) -> Deferred[None]:

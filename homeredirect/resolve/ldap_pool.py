@@ -184,6 +184,9 @@ class LdapConnectionPool:
     def _connect(self, uri: str) -> Any:
         settings = self.settings
         connection = ldap.initialize(uri)
+        # python-ldap's synchronous calls (binds, StartTLS, modify) wait this long for the
+        # answer; libldap's own OPT_TIMEOUT does not bound them.
+        connection.timeout = settings.timeout
         connection.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
         # Active Directory answers subtree searches at a domain root with referrals to the
         # other partitions; chasing them would bind anonymously to other servers.

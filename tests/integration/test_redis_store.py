@@ -14,9 +14,11 @@ from twisted.trial.unittest import TestCase
 
 from homeredirect.config.registrar import LocationConfig
 from homeredirect.redis_connection import RedisConnection
+from homeredirect.registrar import redis_store
 from homeredirect.registrar.factory import build_location_store
 from homeredirect.registrar.location import ILocationStore, LocationStoreError
 from homeredirect.registrar.redis_store import RedisLocationStore
+from homeredirect.resolve.interfaces import AddressOfRecord
 from tests.servers import RedisServer
 from tests.unit.location_store_contract import (
     ALICE,
@@ -94,6 +96,22 @@ class RedisStoreTests(RedisTestCase):
         self.server.command("DEL", self.prefix + "alice@example.com")  # as key expiry would
         self.assertEqual((yield store.purge(NOW + 10)), 1)
         self.assertEqual(self.server.command("ZCARD", self.prefix + "next-expiry"), 0)
+
+    @inlineCallbacks
+    def test_purge_works_through_the_index_in_batches(self):  # type: ignore[no-untyped-def]
+        self.patch(redis_store, "_PURGE_BATCH", 3)
+        store = self.redis_store()
+        users = [AddressOfRecord.parse(f"user{n}@example.com") for n in range(7)]
+        for n, user in enumerate(users):
+            bindings = (
+                binding(aor=user, expires_in=5),
+                binding("sip:x@192.0.2.9", 50 + n, aor=user),
+            )
+            yield store.modify(user, lambda current, bindings=bindings: bindings, NOW)
+        self.assertEqual((yield store.purge(NOW + 10)), 7)
+        self.assertEqual((yield store.purge(NOW + 53)), 4)  # expiring at +50..+53
+        self.assertEqual(self.server.command("ZCARD", self.prefix + "next-expiry"), 3)
+        self.assertEqual(len((yield store.lookup(users[6], NOW))), 1)
 
     @inlineCallbacks
     def test_unreadable_value_is_a_store_error(self):  # type: ignore[no-untyped-def]

@@ -184,3 +184,23 @@ def test_port_in_use_is_refused_with_one_line(tmp_path: Path) -> None:
         output = refused_output(config)
     assert f"homeredirect: cannot listen on 127.0.0.1:{port}" in output
     assert "Traceback" not in output
+
+
+def test_bad_credentials_file_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, free_udp_port())
+    (tmp_path / "users.csv").write_text("user,password\nnot-an-aor,secret\n")
+    with config.open("a") as file:
+        file.write('\n[auth]\nrealm = "example.com"\ncredentials = "users.csv"\n')
+    output = refused_output(config)
+    assert "users.csv:2" in output
+    assert "Traceback" not in output
+
+
+def test_home_server_whose_bindings_directory_is_missing_is_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path, free_udp_port(), role="home")
+    with config.open("a") as file:
+        file.write('\n[location]\nbackend = "sqlite"\npath = "missing/bindings.sqlite"\n')
+    output = refused_output(config)
+    assert "missing/bindings.sqlite" in output
+    assert "does not exist" in output
+    assert "Traceback" not in output

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
 from homeredirect.config.registrar import LocationConfig
@@ -125,6 +126,10 @@ class SqliteStoreTests(TestCase):
         yield self.assertFailure(store.lookup(ALICE, NOW), LocationStoreError)
         yield self.assertFailure(store.modify(ALICE, lambda current: (), NOW), LocationStoreError)
         self.assertEqual(len(self.sql("SELECT * FROM bindings")), 1)
+
+    def test_closing_without_a_running_pool_does_not_wait(self) -> None:
+        store = SqliteLocationStore(self.path, reactor, ThreadPool(name="never started"))
+        self.successResultOf(store.close())
 
     @inlineCallbacks
     def test_unusable_path_fails_on_open(self):  # type: ignore[no-untyped-def]
