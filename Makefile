@@ -10,15 +10,22 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real peers the integration tests start: SIPp (sip-tester), Redis, OpenLDAP's slapd and
 # its command-line tools, a Samba AD domain controller (samba with its provisioning files
 # and AD database modules, ldb-tools to extend its schema offline) and Cyrus SASL's GSSAPI
-# plug-in for Kerberos binds; gss-ntlmssp, the NTLM initiator the MS-SIPAE tests drive.
+# plug-in for Kerberos binds; gss-ntlmssp, the NTLM initiator the MS-SIPAE tests drive;
+# MIT's KDC, kadmin.local and kinit for the MS-SIPAE Kerberos tests' throwaway realm;
+# pidgin-sipe, the real Microsoft-family client, driven through libpurple by a small C
+# program the test compiles (gcc, pkg-config, libpurple-dev); winbind for ntlm_auth, which
+# checks NTLM responses at the test domain controller.
 APT_PACKAGES := sip-tester redis-server slapd ldap-utils \
 	samba samba-ad-provision samba-dsdb-modules ldb-tools libsasl2-modules-gssapi-mit \
-	gss-ntlmssp
+	gss-ntlmssp krb5-kdc krb5-admin-server krb5-user \
+	pidgin-sipe libpurple-dev pkg-config gcc winbind
 # Daemons Debian starts when it installs these packages (package:daemon): Samba's file
-# sharing on every interface, slapd on every interface, redis-server on loopback. The tests
+# sharing on every interface, slapd on every interface, redis-server on loopback, MIT's
+# KDC and kadmind (for the realm debconf may have set up), winbindd. The tests
 # start their own servers (the domain controller in a private network namespace), so `apt`
 # stops and disables each again, but only when it has just installed its package itself.
-PACKAGE_DAEMONS := samba:smbd samba:nmbd samba:samba-ad-dc slapd:slapd redis-server:redis-server
+PACKAGE_DAEMONS := samba:smbd samba:nmbd samba:samba-ad-dc slapd:slapd redis-server:redis-server \
+	krb5-kdc:krb5-kdc krb5-admin-server:krb5-admin-server winbind:winbind
 # What `install` compiles against: python-ldap (the `ldap` extra, part of `dev`) has no Linux
 # wheel on PyPI, so pip builds it from source with OpenLDAP's and Cyrus SASL's headers;
 # likewise gssapi (in `dev` for the NTLM tests) with MIT krb5's (libkrb5-dev).

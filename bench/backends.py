@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/backends.py --quick                    # ~1 min, a smoke pass
     .venv/bin/python bench/backends.py --step-seconds 1 --confirm-seconds 3 --quiet-wait 5
-    .venv/bin/python bench/backends.py --backends file,sql,redis  # the full search per case
+    .venv/bin/python bench/backends.py                            # file, sql, redis, ldap
+    .venv/bin/python bench/backends.py --backends file,ldap       # issue 6: LDAP next to file
 
 Uses bench/run.py's machinery unchanged (twistd pinned to one core, SIPp to the other, the
 open-rate search with its loss/retransmission/backlog criteria; see bench/README.md) and
@@ -14,13 +15,21 @@ varies only the director's `[assignments]` and `[cache]`:
 - `sql cold` / `redis cold`: `[cache] ttl = 0.001`, so that every REGISTER is a backend
   query (the cache still coalesces concurrent lookups of one user). SQLite runs in the
   director's thread pool; redis-server runs unpinned on the same machine.
+- `ldap warm` / `ldap cold`: the LDAP backend (AD preset, simple bind as a read-only
+  account) against a real slapd from tests/ldap_server.py (unpinned), loaded with one
+  Lync-shaped entry per bench user: nine in ten homed on a pool by the DN of its service
+  object (`msRTCSIP-PrimaryHomeServer`, the pool's FQDN in `dNSHostName`, resolved once and
+  cached), one in ten on a plain FQDN. Cold: every REGISTER is one LDAP search, in the
+  resolver's thread pool (`pool_size` connections).
 
-Standard library plus the repository's tests/servers.py (for redis-server).
+Standard library plus the repository's tests/servers.py (redis-server) and
+tests/ldap_server.py (slapd; the `ldap` extra, python-ldap, for the director).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 import tempfile
@@ -31,7 +40,15 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
 
 import run as harness  # noqa: E402  (bench/run.py)
-
+from tests.ldap_server import (  # noqa: E402
+    BASE_DN,
+    READER_DN,
+    SECRET,
+    SlapdServer,
+    base_entries,
+    service_dn,
+    user_ldif,
+)
 from tests.servers import RedisServer  # noqa: E402
 
 REDIS_PREFIX = "homeredirect:assignment:"
@@ -77,6 +94,37 @@ def write_sql(path: Path, rows: list[tuple[str, str]]) -> None:
     connection.close()
 
 
+def ldap_entries(count: int) -> list[str]:
+    """The bench users in the Lync shape (see the module docstring): `user0000001`... with
+    `msRTCSIP-PrimaryUserAddress` `sip:user0000001@example.com`, enabled."""
+    entries = list(base_entries())
+    for i in range(1, count + 1):
+        home = harness.home_of(i) if i % 10 == 9 else service_dn(f"pool{i % 3 + 1}")
+        entries.append(user_ldif(harness.user_name(i), home=home))
+    return entries
+
+
+def ldap_table(slapd: SlapdServer) -> str:
+    return (
+        '[assignments]\nbackend = "ldap"\n'
+        f'uris = ["{slapd.uri}"]\nbase_dn = "{BASE_DN}"\n'
+        f'bind_dn = "{READER_DN}"\nbind_password = "{SECRET}"\npreset = "ad"\n'
+    )
+
+
+def check_redirects(port: int, count: int) -> list[str]:
+    """A sample of users must get 301 (their home, whatever it is) and an unknown one 404."""
+    problems = []
+    for i in sorted({1, 2, 9, 19, count // 2, count} - {0}):
+        code = harness.probe_register(port, harness.user_name(i), timeout=2.0)
+        if code != 301:
+            problems.append(f"{harness.user_name(i)}: {code} instead of 301")
+    code = harness.probe_register(port, "nobody0000001", timeout=2.0)
+    if code != 404:
+        problems.append(f"nobody0000001: {code} instead of 404")
+    return problems
+
+
 def write_redis(server: RedisServer, rows: list[tuple[str, str]]) -> None:
     for first in range(0, len(rows), 1000):
         pairs: list[str] = []
@@ -98,6 +146,10 @@ def measure(
     harness.log(f"== {target.name}")
     try:
         harness.start_server(children, target, config_dir, plan.users, plan.server_cpu)
+        problems = check_redirects(target.port, plan.users)
+        harness.log(f"  answers for sample users: {'; '.join(problems) or 'ok'}")
+        if problems:
+            raise RuntimeError("wrong answers: " + "; ".join(problems))
         if warm:
             # One pass over every user at a modest rate, so that the search sees a warm cache.
             rate = 1000
@@ -114,7 +166,7 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default="file,sql,redis", help="which, in that order")
+    parser.add_argument("--backends", default="file,sql,redis,ldap", help="which, in that order")
     args, rest = parser.parse_known_args(argv)
     # Everything else is bench/run.py's: --quick, --users, --max-rate, --step-seconds,
     # --confirm-seconds, --server-cpu, --sipp-cpu, --quiet-wait.
@@ -128,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     children = harness.Children()
     results: dict[str, dict[str, Any]] = {}
     redis: RedisServer | None = None
+    slapd: SlapdServer | None = None
     with tempfile.TemporaryDirectory(prefix="homeredirect-bench-backends-") as tmp:
         workdir = Path(tmp)
         users_csv = workdir / "users.csv"
@@ -153,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
                     ("redis warm", table, WARM_CACHE, True),
                     ("redis cold", table, COLD_CACHE, False),
                 ]
+            elif backend == "ldap":
+                slapd = SlapdServer(workdir / "slapd")
+                slapd.setup(ldap_entries(plan.users))
+                slapd.start()
+                cases += [
+                    ("ldap warm", ldap_table(slapd), WARM_CACHE, True),
+                    ("ldap cold", ldap_table(slapd), COLD_CACHE, False),
+                ]
             else:
                 parser.error(f"unknown backend {backend!r}")
         try:
@@ -168,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             children.stop_all()
             if redis is not None:
                 redis.stop()
+            if slapd is not None:
+                slapd.stop()
     print(f"\nREGISTER -> 301, {plan.users} users, {'quick' if plan.quick else 'full'} search")
+    print(f"load average at the end: {os.getloadavg()}")
     print(f"{'backend':<12} {'sustained /s':>13}  note")
     for name, result in results.items():
         if "error" in result:

@@ -14,33 +14,42 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from homeredirect.auth.factory import build_authenticator
 from homeredirect.config.schema import Config, ListenerConfig, Role
-from homeredirect.director.core import DirectorCore, DirectorSettings
+from homeredirect.director.core import DirectorCore, DirectorSettings, LocalHandler
+from homeredirect.director.edge import EdgeTrustGate, next_hop_home_servers, refuse_local
 from homeredirect.director.interfaces import IRoutingPolicy, PolicyContext
 from homeredirect.director.policy import load_policy
 from homeredirect.director.responses import ResponseFactory, TagSource
-from homeredirect.director.stateless_proxy import StatelessProxy
 from homeredirect.director.targets import HomeServerTargets
 from homeredirect.logs import FilteredLogger, set_level
+from homeredirect.proxy.stateful import ProxySettings, StatefulProxy
 from homeredirect.registrar.factory import build_location_store
 from homeredirect.registrar.home import EveryoneHereResolver, HomeRequestHandler, LocationService
 from homeredirect.registrar.registrar import Registrar, RegistrarSettings
 from homeredirect.registrar.routing import UserRouter
 from homeredirect.resolve.factory import AssignmentBackend, build_resolver
 from homeredirect.resolve.interfaces import IAssignmentResolver
+from homeredirect.transaction.client import ClientTransactionTable
 from homeredirect.transaction.server import ServerTransactionTable
+from homeredirect.transaction.timers import TimerSettings
 from homeredirect.transport.listeners import Address, ListenerService
 from homeredirect.transport.network import SipNetwork
+from homeredirect.transport.sink import IMessageSink
 from homeredirect.transport.stream import ConnectionRegistry, SipStreamFactory
-from homeredirect.transport.tls import ReloadableServerContext, TlsFiles
+from homeredirect.transport.tls import (
+    PeerCheck,
+    ReloadableServerContext,
+    TlsFiles,
+    client_tls_creator,
+)
 from homeredirect.transport.udp import SipDatagramProtocol
 
 log = FilteredLogger()
@@ -64,7 +73,7 @@ class ThreadPoolService(Service):
 
 
 class _TransactionTimers(Service):
-    def __init__(self, table: ServerTransactionTable) -> None:
+    def __init__(self, table: ServerTransactionTable | ClientTransactionTable) -> None:
         self._table = table
 
     def stopService(self) -> None:
@@ -103,6 +112,9 @@ class HomeRedirectService(MultiService):
         self.connections = connections
         self._clock = clock
         self.listeners: list[ListenerService] = []
+        # The server and client transaction tables (set by makeService), for inspection.
+        self.transactions: ServerTransactionTable | None = None
+        self.proxy: StatefulProxy | None = None
         self.tls_contexts: list[ReloadableServerContext] = []
 
     def stopService(self) -> Deferred[None]:
@@ -138,7 +150,16 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
     pool = ThreadPool(minthreads=0, maxthreads=4, name="homeredirect")
     resolver: IAssignmentResolver
     assignments: AssignmentBackend | None = None
-    if config.assignments is None:
+    # An edge with [edge] next_hop sends everyone there: the next hop is every user's
+    # "home server" (reached like one), and no assignments are resolved.
+    hop = None if config.edge is None else config.edge.next_hop_target
+    routing_config = config
+    if hop is not None:
+        resolver = EveryoneHereResolver(hop.fqdn)
+        routing_config = attrs.evolve(
+            config, home_servers=next_hop_home_servers(config.home_servers, hop)
+        )
+    elif config.assignments is None:
         # Only a home (or edge) server may omit [assignments]: every user of our
         # domains is then assigned here, and the same policy keeps them all local.
         resolver = EveryoneHereResolver(config.server.fqdn)
@@ -148,19 +169,36 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
     policy: IRoutingPolicy = load_policy(
         config.policy.name, PolicyContext(fqdn=config.server.fqdn, role=str(config.server.role))
     )
-    transactions = ServerTransactionTable(reactor)
+    proxying = config.proxy
+    timers = TimerSettings(t1=proxying.t1, t2=proxying.t2, t4=proxying.t4)
+    transactions = ServerTransactionTable(reactor, timers)
     registry = ConnectionRegistry()
     network = SipNetwork(reactor, registry, _client_tls_factory(config))
-    proxy = StatelessProxy(network, os.urandom(16))
+    responses = ResponseFactory(config.server.user_agent, TagSource())
+    proxy = StatefulProxy(
+        network=network,
+        clients=ClientTransactionTable(reactor, timers, timer_c=proxying.timer_c),
+        responses=responses,
+        secret=os.urandom(16),
+        settings=ProxySettings(
+            record_route=proxying.record_route,
+            path=proxying.path,
+            retry_after=config.server.retry_after,
+        ),
+    )
     location: LocationService | None = None
-    local_handler: HomeRequestHandler | None = None
-    if config.server.role is Role.HOME:
+    local_handler: LocalHandler | None = None
+    if config.server.role is Role.EDGE:
+        local_handler = refuse_local
+    elif config.server.role is Role.HOME:
         store = build_location_store(config.location, reactor, pool)
         location = LocationService(store, reactor, config.registrar.purge_interval)
         local_handler = HomeRequestHandler(
             Registrar(store, RegistrarSettings.from_config(config.registrar), reactor),
             UserRouter(store, proxy, reactor),
         )
+    # The same view of [home_servers] names redirect targets and locates proxy targets.
+    home_servers = HomeServerTargets(routing_config, reactor=reactor)
     core = DirectorCore(
         settings=DirectorSettings(
             domains=frozenset(config.server.domains),
@@ -172,12 +210,15 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
         resolver=resolver,
         policy=policy,
         transactions=transactions,
-        responses=ResponseFactory(config.server.user_agent, TagSource()),
+        responses=responses,
         proxy=proxy,
-        targets=HomeServerTargets(config),
+        targets=home_servers,
+        locator=home_servers,
         clock=reactor,
         local_handler=local_handler,
-        authenticator=None if config.auth is None else build_authenticator(config.auth, reactor),
+        authenticator=None
+        if config.auth is None
+        else build_authenticator(config.auth, reactor, reactor=reactor, pool=pool),
     )
     top = HomeRedirectService(config, core, resolver, registry, reactor)
     if assignments is not None:
@@ -186,11 +227,22 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
         # with the backend's connections by the time they are closed.
         _AssignmentBackendService(assignments).setServiceParent(top)  # type: ignore[no-untyped-call]
     ThreadPoolService(pool).setServiceParent(top)  # type: ignore[no-untyped-call]
+    top.transactions = transactions
+    top.proxy = proxy
     _TransactionTimers(transactions).setServiceParent(top)  # type: ignore[no-untyped-call]
+    _TransactionTimers(proxy.clients).setServiceParent(top)  # type: ignore[no-untyped-call]
     if location is not None:
         location.setServiceParent(top)  # type: ignore[no-untyped-call]
+    # [MS-SIPRE] §2.2.15: ms-edge-proxy-message-trust is kept only from trusted edges,
+    # before the core sees a request; an edge marks its clients' requests.
+    marking = config.server.role is Role.EDGE and (config.edge is None or config.edge.mark)
+    sink = EdgeTrustGate(
+        core,
+        frozenset(config.policy.trusted_edges),
+        mark=config.server.fqdn if marking else None,
+    )
     for listener in config.listeners:
-        service = _listener_service(listener, config, core, network, registry, reactor, top)
+        service = _listener_service(listener, config, sink, network, registry, reactor, top)
         service.setServiceParent(top)  # type: ignore[no-untyped-call]
         top.listeners.append(service)
     return top
@@ -205,7 +257,7 @@ def _advertised(listener: ListenerConfig, bound: Address, fqdn: str) -> Address:
 def _listener_service(
     listener: ListenerConfig,
     config: Config,
-    core: DirectorCore,
+    core: IMessageSink,
     network: SipNetwork,
     registry: ConnectionRegistry,
     reactor: Any,
@@ -244,6 +296,9 @@ def _listener_service(
         max_connections=limits.max_connections,
         idle_timeout=limits.idle_timeout,
         clock=reactor,
+        peer_check=(
+            PeerCheck(listener.allowed_peers) if listener.require_client_certificate else None
+        ),
     )
     serving: Any = factory
     if transport == "TLS":
@@ -254,6 +309,7 @@ def _listener_service(
                 listener.private_key,
                 listener.ca,
                 listener.request_client_certificate,
+                listener.require_client_certificate,
             )
         )
         top.tls_contexts.append(context)
@@ -272,14 +328,16 @@ def _listener_service(
 
 
 def _client_tls_factory(config: Config) -> Callable[[str], IOpenSSLClientConnectionCreator]:
-    """How we verify home servers we connect to over TLS: against the first
-    configured CA, else the platform's trust store, by FQDN (RFC 5922 §7.2)."""
-    cas = [listener.ca for listener in config.listeners if listener.ca is not None]
-    trust = Certificate.loadPEM(cas[0].read_bytes()) if cas else platformTrust()
-
-    def creator(server_name: str) -> IOpenSSLClientConnectionCreator:
-        return optionsForClientTLS(server_name, trustRoot=trust)
-
-    return creator
+    """How we verify the servers we connect to over TLS, by FQDN (RFC 5922 §7.2): against
+    `[tls_client].ca`; without one, the first `ca` of a TLS listener (what a small
+    deployment with one private CA wants), else the platform's trust store. Our
+    `[tls_client]` certificate is presented to servers that ask (mutual TLS)."""
+    settings = config.tls_client
+    ca = None if settings is None else settings.ca
+    if ca is None:
+        ca = next((listener.ca for listener in config.listeners if listener.ca is not None), None)
+    if settings is None:
+        return client_tls_creator(ca)
+    return client_tls_creator(ca, settings.certificate, settings.private_key)
 
 

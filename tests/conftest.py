@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# Before any test module imports gssapi (the Kerberos tests do): the NTLM initiator must
+# register gss-ntlmssp's datagram flag before gssapi.raw.types is first imported.
+import tests.ntlm_initiator  # noqa: F401
 from tests.servers import RedisServer
 
 

@@ -151,6 +151,9 @@ def _run(argv: Sequence[str], what: str, env: Mapping[str, str] | None = None) -
 class SambaDomainController:
     """One running Samba AD domain controller; see the module docstring."""
 
+    server_services = "ldap kdc"
+    """Samba's `server services`; a subclass may add some (`winbindd` for ntlm_auth)."""
+
     def __init__(self, directory: Path, namespace: str) -> None:
         self.directory = directory
         self.namespace = namespace
@@ -202,7 +205,7 @@ class SambaDomainController:
             "winbindd socket directory": f"{target}/run/winbindd",
             "ntp signd socket directory": f"{target}/run/ntp_signd",
             # Only what the tests use: LDAP (with the global catalog) and the KDC.
-            "server services": "ldap kdc",
+            "server services": self.server_services,
             "interfaces": "lo",
             "bind interfaces only": "yes",
             "dns forwarder": "",
@@ -252,9 +255,9 @@ class SambaDomainController:
         _run(["ldbadd", "-H", str(self.sam_ldb), str(self._ldif(DIRECTORY_FILE))], "ldbadd")
         database = ["-H", str(self.sam_ldb)]
         self._samba_tool("user", "create", BIND_ACCOUNT, BIND_PASSWORD, *database)
-        self._samba_tool(
-            "user", "create", SERVICE_ACCOUNT, secrets.token_urlsafe(24) + "!1Aa", *database
-        )
+        # A random password that cannot be read as an option ("-e..." once was).
+        service_password = "Aa1!" + secrets.token_urlsafe(24)
+        self._samba_tool("user", "create", SERVICE_ACCOUNT, service_password, *database)
         self._samba_tool("spn", "add", SERVICE_SPN, SERVICE_ACCOUNT, *database)
         # samba_spnupdate adds the domain controller's ldap/ SPNs at run time, from the
         # dnsupdate service this domain controller does not run; GSSAPI binds need this one.

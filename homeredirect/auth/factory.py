@@ -3,25 +3,61 @@
 from __future__ import annotations
 
 from twisted.cred.portal import Portal
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.python.threadpool import ThreadPool
 
 from homeredirect.auth.authenticator import DigestAuthenticator
 from homeredirect.auth.cred import DigestChecker, SipIdentityRealm
 from homeredirect.auth.credentials_file import CredentialsFileError, read_credentials
 from homeredirect.auth.digest import DigestAlgorithm
+from homeredirect.auth.interfaces import IRequestAuthenticator
 from homeredirect.auth.limiter import FailureLimiter
 from homeredirect.auth.nonces import NonceIssuer, new_secret
+from homeredirect.auth.ntlm.acceptor import NtlmAcceptor, ServerNames
+from homeredirect.auth.ntlm.accounts import (
+    AccountNames,
+    NtHashChecker,
+    NtlmAccountsError,
+    read_ntlm_accounts,
+)
+from homeredirect.auth.sipae import NtlmSipAuthenticator, SchemeAuthenticators, SecurityAssociations
 from homeredirect.config.auth import AuthConfig
 
 __all__ = ["CredentialsFileError", "build_authenticator"]
 
 
-def build_authenticator(config: AuthConfig, clock: IReactorTime) -> DigestAuthenticator:
+def build_authenticator(
+    config: AuthConfig,
+    clock: IReactorTime,
+    *,
+    reactor: IReactorFromThreads | None = None,
+    pool: ThreadPool | None = None,
+) -> IRequestAuthenticator:
     """Read the credentials and nonce secret (start-up, before the reactor runs, so
-    synchronously) and assemble the Digest authenticator.
+    synchronously) and assemble an authenticator per configured scheme; several are
+    offered side by side, in the configured order. Kerberos accepts tokens in `pool`, a
+    thread pool the caller owns, and needs `reactor` to come back from it.
 
-    Raise `CredentialsFileError` for an unusable credentials or secret file.
+    Raise `CredentialsFileError` for an unusable credentials or secret file, keytab or
+    service principal.
     """
+    limiter = FailureLimiter(clock, config.max_failures, config.failure_window)
+    schemes: list[tuple[str, IRequestAuthenticator]] = []
+    for scheme in config.schemes:
+        if scheme == "digest":
+            schemes.append((scheme, _digest(config, clock, limiter)))
+        elif scheme == "ntlm":
+            schemes.append((scheme, _ntlm(config, clock, limiter)))
+        elif scheme == "kerberos":
+            schemes.append((scheme, _kerberos(config, clock, limiter, reactor, pool)))
+    if len(schemes) == 1:
+        return schemes[0][1]
+    return SchemeAuthenticators(schemes, config.required)
+
+
+def _digest(
+    config: AuthConfig, clock: IReactorTime, limiter: FailureLimiter
+) -> DigestAuthenticator:
     assert config.credentials is not None  # AuthConfig requires it for digest
     accounts = read_credentials(config.credentials)
     if config.nonce_secret_file is not None:
@@ -39,6 +75,79 @@ def build_authenticator(config: AuthConfig, clock: IReactorTime) -> DigestAuthen
         realm=config.realm,
         algorithms=algorithms,
         nonces=NonceIssuer(secret, config.realm, clock, lifetime=config.nonce_lifetime),
-        limiter=FailureLimiter(clock, config.max_failures, config.failure_window),
+        limiter=limiter,
         clock=clock,
+    )
+
+
+def _ntlm(config: AuthConfig, clock: IReactorTime, limiter: FailureLimiter) -> NtlmSipAuthenticator:
+    """[MS-SIPAE] NTLM with NT hashes from `ntlm_credentials`."""
+    assert config.ntlm_credentials is not None and config.targetname is not None
+    try:
+        accounts = read_ntlm_accounts(config.ntlm_credentials)
+    except NtlmAccountsError as e:
+        raise CredentialsFileError(str(e)) from e
+    netbios = config.netbios_domain
+    names = ServerNames(
+        netbios_domain=netbios,
+        netbios_computer=config.targetname.split(".", 1)[0].upper()[:15],
+        dns_computer=config.targetname,
+        dns_domain=config.realm,
+    )
+    checker = NtHashChecker(accounts, AccountNames(netbios, config.realm))
+    return NtlmSipAuthenticator(
+        required=config.required,
+        acceptor=NtlmAcceptor(checker, names, clock),
+        targetname=config.targetname,
+        version=config.sipae_version,
+        associations=SecurityAssociations(
+            clock, config.max_security_associations, config.security_association_lifetime
+        ),
+        limiter=limiter,
+        clock=clock,
+    )
+
+
+KERBEROS_MAX_PENDING = 64
+"""Tokens being checked at once; more get 503 rather than a growing queue."""
+
+
+def _kerberos(
+    config: AuthConfig,
+    clock: IReactorTime,
+    limiter: FailureLimiter,
+    reactor: IReactorFromThreads | None,
+    pool: ThreadPool | None,
+) -> IRequestAuthenticator:
+    """[MS-SIPAE] Kerberos with the service principal's keys from `keytab`.
+
+    gssapi (the `kerberos` extra) is imported only here, so the other schemes run
+    without it.
+    """
+    principal = config.kerberos_principal
+    assert principal is not None  # AuthConfig requires it for kerberos
+    if reactor is None or pool is None:
+        raise ValueError("Kerberos authentication needs a reactor and a thread pool")
+    try:
+        from homeredirect.auth import kerberos
+    except ImportError as e:
+        raise CredentialsFileError(
+            f"Kerberos needs the gssapi package (pip install 'homeredirect[kerberos]'): {e}"
+        ) from e
+    try:
+        acceptor = kerberos.KerberosAcceptor(principal, config.keytab)
+    except kerberos.KerberosConfigError as e:
+        raise CredentialsFileError(str(e)) from e
+    return kerberos.KerberosSipAuthenticator(
+        required=config.required,
+        acceptor=acceptor,
+        targetname=principal.partition("@")[0],
+        version=config.sipae_version,
+        associations=kerberos.KerberosAssociations(
+            clock, config.max_security_associations, config.security_association_lifetime
+        ),
+        mapper=kerberos.PrincipalMapper(acceptor.realm, config.realm, config.kerberos_realms),
+        limiter=limiter,
+        clock=clock,
+        runner=kerberos.BlockingRunner(reactor, pool, KERBEROS_MAX_PENDING),
     )

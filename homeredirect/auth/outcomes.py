@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from attrs import frozen
+from collections.abc import Callable
+
+from attrs import field, frozen
 
 from homeredirect.resolve.interfaces import AddressOfRecord
+from homeredirect.sip.message import Response
 
 __all__ = ["AuthOutcome", "Authenticated", "Challenge", "Refused"]
 
 
 @frozen
 class Authenticated:
-    """The client proved to be `aor`."""
+    """The client proved to be `aor`.
+
+    `sign`, when given, turns each response sent in the request's transaction into its
+    signed form: schemes with a security association ([MS-SIPAE]) sign every message.
+    """
 
     aor: AddressOfRecord
+    sign: Callable[[Response], Response] | None = field(default=None, eq=False)
 
 
 @frozen

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from attrs import field, frozen
@@ -17,15 +18,20 @@ from homeredirect.config.fields import (
     Expect,
     integer,
     is_header_text,
+    is_hostname_text,
+    lower,
+    lower_optional,
+    one_of,
+    optional,
     to_path,
     to_seconds,
 )
 
 __all__ = ["AVAILABLE_SCHEMES", "DIGEST_ALGORITHMS", "AuthConfig"]
 
-AVAILABLE_SCHEMES = ("digest",)
-"""Schemes this version can run; NTLM and Kerberos ([MS-SIPAE]) are planned."""
-PLANNED_SCHEMES = ("ntlm", "kerberos")
+AVAILABLE_SCHEMES = ("digest", "ntlm", "kerberos")
+"""Schemes this version can run."""
+PLANNED_SCHEMES: tuple[str, ...] = ()
 DIGEST_ALGORITHMS = ("SHA-512-256", "SHA-256", "MD5")
 
 
@@ -52,9 +58,64 @@ class _Subset(Expect):
         for number, item in enumerate(value, 1):
             where = f"{attribute.name}[{number}]"
             if item in self._planned:
-                raise InvalidField(where, 'a scheme this version supports (only "digest")', item)
+                raise InvalidField(where, 'a scheme this version supports ("digest", "ntlm")', item)
             if item not in self._options or value.index(item) != number - 1:
                 raise InvalidField(where, f"one of {', '.join(self._options)}, once", item)
+
+
+def _is_netbios_name(value: object) -> bool:
+    """1 to 15 characters, none of those Windows refuses in NetBIOS domain names."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 15
+        and value.isascii()
+        and value.isprintable()
+        and not any(c in value for c in '\\/:*?"<>| .')
+    )
+
+
+def _is_service_principal(value: object) -> bool:
+    """`service/host` with an optional `@REALM`: printable ASCII, no spaces."""
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable():
+        return False
+    name, _, realm = value.partition("@")
+    service, slash, host = name.partition("/")
+    return bool(service and slash and host) and " " not in value and "@" not in realm
+
+
+def _to_peer_names(value: object) -> object:
+    """Lowercase and de-duplicate FQDNs; None (the key left out) stays None."""
+    if not isinstance(value, list | tuple):
+        return value  # None, or something the validator rejects
+    return tuple(dict.fromkeys(lower(name) if isinstance(name, str) else name for name in value))
+
+
+def _is_peer_names(value: object) -> bool:
+    return value is None or (
+        isinstance(value, tuple) and all(is_hostname_text(name) for name in value)
+    )
+
+
+def _to_realm_map(value: object) -> object:
+    if isinstance(value, Mapping):
+        return MappingProxyType(dict(value))
+    return value  # the validator rejects it
+
+
+class _RealmMap(Expect):
+    """A table of Kerberos realm = SIP domain, naming the bad entry."""
+
+    def __init__(self) -> None:
+        super().__init__('a table of "REALM" = "sip-domain"', lambda value: True)
+
+    def __call__(self, instance: object, attribute: Any, value: Any) -> None:
+        if not isinstance(value, Mapping):
+            raise InvalidField(attribute.name, self.expected, value)
+        for realm, domain in value.items():
+            if not is_header_text(realm) or " " in realm or "@" in realm:
+                raise InvalidField(f'{attribute.name}."{realm}"', "a Kerberos realm name", realm)
+            if not is_hostname_text(domain):
+                raise InvalidField(f'{attribute.name}."{realm}"', "a SIP domain name", domain)
 
 
 @frozen(kw_only=True)
@@ -66,7 +127,9 @@ class AuthConfig:
       realm but lets requests without any through.
     - `realm` (required): the Digest realm, usually the SIP domain. A Digest username
       `alice` in realm `example.com` and `alice@example.com` name the same account.
-    - `schemes`: `["digest"]` (default). NTLM and Kerberos are not available yet.
+    - `schemes`: `["digest"]` (default), `"ntlm"` ([MS-SIPAE] NTLM, as Microsoft clients
+      and pidgin-sipe speak it), `"kerberos"` ([MS-SIPAE] Kerberos with a keytab), or
+      several, each challenged in the order given.
     - `credentials` (required for digest, the file must exist): CSV `user,password`, or
       `user,ha1_md5,ha1_sha256,ha1_sha512_256` with hashes of `user-part:realm:password`.
     - `algorithms`: Digest algorithms offered, strongest first (default
@@ -76,6 +139,29 @@ class AuthConfig:
     - `nonce_lifetime`: seconds a nonce is valid before `stale=true` (default 300).
     - `max_failures`, `failure_window`: after this many failures within the window (seconds)
       from one address or against one user, answer 403 until it passes (10 and 60).
+    - `ntlm_credentials` (required for ntlm, the file must exist): CSV `user,nt_hash` (the
+      MD4 of the UTF-16LE password, 32 hex digits) or `user,password`; `user` is the AOR.
+    - `targetname` (required for ntlm): this server's FQDN, the NTLM `targetname`.
+    - `ntlm_domain`: the NetBIOS domain whose users (`DOMAIN\\alice`) are `alice@realm`
+      (default: the realm's first label, upper-cased).
+    - `sipae_version`: the [MS-SIPAE] protocol version offered, 3 or 4 (default 4).
+    - `max_security_associations`, `security_association_lifetime`: how many NTLM
+      security associations are kept (default 10000, the oldest dropped) and for how long
+      (seconds, default 28800).
+    - `service_principal` (kerberos; default `sip/<targetname>`): the SIP service's
+      Kerberos principal, `sip/director.example.com` or with `@REALM`; without a realm the
+      default realm of krb5.conf applies. It is also the Kerberos `targetname`.
+    - `keytab` (kerberos, the file must exist): the service principal's keys; default the
+      system's (`KRB5_KTNAME`, else /etc/krb5.keytab).
+    - `kerberos_realms`: a table `"REALM" = "sip-domain"`: principals `alice@REALM`
+      authenticate as `alice@sip-domain`. Without an entry, principals of the service's
+      own realm are `alice@<realm above>` and those of other realms are refused.
+    - `trusted_peers`: the FQDNs of the servers (directors, edges) whose
+      `P-Asserted-Identity` is believed (RFC 3325): a request carrying one from a flow whose
+      verified TLS identity (mutual TLS, the flow's `peer_identity`) is listed counts as
+      authenticated as that identity, without a challenge; the header (and
+      `P-Preferred-Identity`) is removed from every other request before it is read.
+      Default: the `allowed_peers` of the TLS listeners; `[]` trusts no one.
     """
 
     required: bool = field(default=False, validator=BOOLEAN)
@@ -97,7 +183,64 @@ class AuthConfig:
     nonce_lifetime: float = field(default=300.0, converter=to_seconds, validator=SECONDS)
     max_failures: int = field(default=10, validator=integer(1))
     failure_window: float = field(default=60.0, converter=to_seconds, validator=SECONDS)
+    ntlm_credentials: Path | None = field(
+        default=None, converter=to_path, validator=PATH, metadata=FILE
+    )
+    targetname: str | None = field(
+        default=None,
+        converter=lower_optional,
+        validator=Expect("a host name", optional(is_hostname_text)),
+    )
+    ntlm_domain: str | None = field(
+        default=None,
+        validator=Expect("a NetBIOS domain name", optional(_is_netbios_name)),
+    )
+    sipae_version: int = field(default=4, validator=one_of(3, 4))
+    max_security_associations: int = field(default=10_000, validator=integer(1))
+    security_association_lifetime: float = field(
+        default=28_800.0, converter=to_seconds, validator=SECONDS
+    )
+    service_principal: str | None = field(
+        default=None,
+        validator=Expect(
+            'a Kerberos principal such as "sip/host.example.com"', optional(_is_service_principal)
+        ),
+    )
+    keytab: Path | None = field(default=None, converter=to_path, validator=PATH, metadata=FILE)
+    kerberos_realms: Mapping[str, str] = field(
+        factory=dict, converter=_to_realm_map, validator=_RealmMap()
+    )
+    trusted_peers: tuple[str, ...] | None = field(
+        default=None,
+        converter=_to_peer_names,
+        validator=Expect("an array of hostnames", _is_peer_names),
+    )
 
     def __attrs_post_init__(self) -> None:
         if "digest" in self.schemes and self.credentials is None:
             raise InvalidField("credentials", 'a file path (required for "digest")', None)
+        if "ntlm" in self.schemes:
+            if self.ntlm_credentials is None:
+                raise InvalidField("ntlm_credentials", 'a file path (required for "ntlm")', None)
+            if self.targetname is None:
+                raise InvalidField("targetname", 'a host name (required for "ntlm")', None)
+        if "kerberos" in self.schemes and self.kerberos_principal is None:
+            raise InvalidField(
+                "service_principal",
+                'a principal (required for "kerberos" without targetname)',
+                None,
+            )
+
+    @property
+    def kerberos_principal(self) -> str | None:
+        """`service_principal`, else `sip/<targetname>` ([MS-SIPAE] §4.2)."""
+        if self.service_principal is not None:
+            return self.service_principal
+        return None if self.targetname is None else f"sip/{self.targetname}"
+
+    @property
+    def netbios_domain(self) -> str:
+        """`ntlm_domain`, or the realm's first label upper-cased (at most 15 characters)."""
+        if self.ntlm_domain is not None:
+            return self.ntlm_domain
+        return self.realm.split(".", 1)[0].upper()[:15]

@@ -21,7 +21,9 @@ import attrs
 from attrs import NOTHING, AttrsInstance, frozen
 
 from homeredirect.config.dns import DnsServer
+from homeredirect.config.edge import EdgeConfig
 from homeredirect.config.errors import ConfigError, InvalidField, describe_value
+from homeredirect.config.locator import LocatorConfig
 from homeredirect.config.schema import (
     ASSIGNMENT_BACKENDS,
     AssignmentsConfig,
@@ -35,8 +37,11 @@ from homeredirect.config.schema import (
     LocationConfig,
     LogConfig,
     PolicyConfig,
+    ProxyConfig,
     RegistrarConfig,
     ServerConfig,
+    TlsClientConfig,
+    default_policy,
 )
 from homeredirect.hostnames import is_hostname
 
@@ -46,6 +51,7 @@ _T = TypeVar("_T", bound=AttrsInstance)
 
 # Where each Config field is written in the file, for messages.
 _LOCATIONS = {
+    "edge.next_hop": "[edge].next_hop",
     "server": "[server]",
     "listeners": "[[listen]]",
     "limits": "[limits]",
@@ -55,8 +61,12 @@ _LOCATIONS = {
     "cache": "[cache]",
     "location": "[location]",
     "registrar": "[registrar]",
+    "proxy": "[proxy]",
     "dns": "[dns]",
     "auth": "[auth]",
+    "locator": "[locator]",
+    "tls_client": "[tls_client]",
+    "edge": "[edge]",
     "home_servers": "[home_servers]",
 }
 # Top-level TOML keys and how they are written.
@@ -70,8 +80,12 @@ _TABLES = {
     "cache": "[cache]",
     "location": "[location]",
     "registrar": "[registrar]",
+    "proxy": "[proxy]",
     "dns": "[dns]",
     "auth": "[auth]",
+    "locator": "[locator]",
+    "tls_client": "[tls_client]",
+    "edge": "[edge]",
     "home_servers": "[home_servers]",
 }
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -174,18 +188,23 @@ class _Reader:
         assignments = self.table(data, "assignments")
         dns = self.table(data, "dns")
         auth = self.table(data, "auth")
+        tls_client = self.table(data, "tls_client")
+        edge = self.table(data, "edge")
+        server_config = self.build(ServerConfig, server, "[server]")
+        # A [policy] without `name` gets the role's default (an edge proxies everything).
+        policy = {"name": default_policy(server_config.role), **(self.table(data, "policy") or {})}
         listeners = [
             self.build(ListenerConfig, listen, f"[[listen]][{number}]")
             for number, listen in enumerate(listens, 1)
         ]
         try:
             return Config(
-                server=self.build(ServerConfig, server, "[server]"),
+                server=server_config,
                 listeners=tuple(listeners),
                 limits=self.build(LimitsConfig, self.table(data, "limits") or {}, "[limits]"),
                 log=self.build(LogConfig, self.table(data, "log") or {}, "[log]"),
                 assignments=None if assignments is None else self.assignments(assignments),
-                policy=self.build(PolicyConfig, self.table(data, "policy") or {}, "[policy]"),
+                policy=self.build(PolicyConfig, policy, "[policy]"),
                 cache=self.build(CacheConfig, self.table(data, "cache") or {}, "[cache]"),
                 location=self.build(
                     LocationConfig, self.table(data, "location") or {}, "[location]"
@@ -193,8 +212,14 @@ class _Reader:
                 registrar=self.build(
                     RegistrarConfig, self.table(data, "registrar") or {}, "[registrar]"
                 ),
+                proxy=self.build(ProxyConfig, self.table(data, "proxy") or {}, "[proxy]"),
                 dns=None if dns is None else self.dns(dns),
                 auth=None if auth is None else self.build(AuthConfig, auth, "[auth]"),
+                locator=self.build(LocatorConfig, self.table(data, "locator") or {}, "[locator]"),
+                tls_client=None
+                if tls_client is None
+                else self.build(TlsClientConfig, tls_client, "[tls_client]"),
+                edge=None if edge is None else self.build(EdgeConfig, edge, "[edge]"),
                 home_servers=self.home_servers(self.table(data, "home_servers") or {}),
             )
         except InvalidField as e:

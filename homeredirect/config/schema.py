@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from attrs import Attribute, field, frozen
+from attrs import Attribute, Factory, field, frozen
 
 from homeredirect.config.assignments import (
     ASSIGNMENT_BACKENDS,
@@ -30,6 +30,7 @@ from homeredirect.config.assignments import (
 )
 from homeredirect.config.auth import AuthConfig
 from homeredirect.config.dns import DnsConfig
+from homeredirect.config.edge import EdgeConfig
 from homeredirect.config.errors import InvalidField
 from homeredirect.config.fields import (
     FILE,
@@ -49,7 +50,10 @@ from homeredirect.config.fields import (
     to_path,
     to_seconds,
 )
+from homeredirect.config.locator import LOCATE_METHODS, LocatorConfig
+from homeredirect.config.proxy import ProxyConfig
 from homeredirect.config.registrar import LocationConfig, RegistrarConfig
+from homeredirect.config.tls_client import TlsClientConfig
 
 __all__ = [
     "ASSIGNMENT_BACKENDS",
@@ -60,19 +64,24 @@ __all__ = [
     "CacheConfig",
     "Config",
     "DnsConfig",
+    "EdgeConfig",
     "FileAssignmentsConfig",
     "HomeServer",
     "LdapAssignmentsConfig",
     "LimitsConfig",
     "ListenerConfig",
     "LocationConfig",
+    "LocatorConfig",
     "PolicyConfig",
+    "ProxyConfig",
     "RedisAssignmentsConfig",
     "RegistrarConfig",
     "Role",
     "ServerConfig",
     "SqlAssignmentsConfig",
+    "TlsClientConfig",
     "Transport",
+    "default_policy",
     "default_port",
 ]
 
@@ -87,7 +96,7 @@ def _default_user_agent() -> str:
 DEFAULT_USER_AGENT = _default_user_agent()
 """`[server].user_agent` when not configured: `homeredirect/<installed version>`."""
 
-BUILTIN_POLICIES = ("via-count", "always-redirect", "always-proxy")
+BUILTIN_POLICIES = ("via-count", "always-redirect", "always-proxy", "edge-trust")
 """The `[policy].name` values that need no import path."""
 
 
@@ -110,6 +119,12 @@ class Transport(StrEnum):
 def default_port(transport: Transport) -> int:
     """The port a SIP URI without one implies: 5061 for TLS, 5060 otherwise (RFC 3261 §19.1.2)."""
     return 5061 if transport is Transport.TLS else 5060
+
+
+def default_policy(role: Role | str) -> str:
+    """`[policy].name` when the file does not set it: an edge proxies every request
+    (`always-proxy`); directors and home servers count Vias (`via-count`)."""
+    return "always-proxy" if role == Role.EDGE else "via-count"
 
 
 def _to_role(value: Role | str) -> Role | str:
@@ -156,6 +171,12 @@ class ServerConfig:
     )
 
 
+def _to_peer_names(value: Iterable[str]) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        return value  # type: ignore[return-value]  # the validator rejects it
+    return tuple(dict.fromkeys(lower(name) if isinstance(name, str) else name for name in value))
+
+
 @frozen(kw_only=True)
 class ListenerConfig:
     """`[[listen]]`: one socket to accept SIP on; at least one is required.
@@ -170,6 +191,12 @@ class ListenerConfig:
     - `ca` (tls only, optional): PEM file of CAs trusted to sign client certificates.
     - `request_client_certificate` (tls only, default false): ask the peer for a
       certificate, as home servers authenticating to the director do (RFC 5923 §5).
+    - `require_client_certificate` (tls only, default false; needs `ca`): refuse a peer
+      that presents no certificate signed by `ca`, for listeners only servers connect to.
+    - `allowed_peers` (tls only; needs `require_client_certificate`): the FQDNs of the
+      servers allowed to connect; a peer whose certificate names none of them (dNSName
+      SANs, RFC 5922 §7.1) is disconnected after the handshake. The name that matched is
+      the flow's verified `peer_identity`, which policies may trust.
 
     Relative paths are resolved against the configuration file's directory. Setting a TLS
     key on a udp or tcp listener is an error, as it is almost certainly a mistake.
@@ -192,6 +219,17 @@ class ListenerConfig:
     request_client_certificate: bool = field(
         default=False, validator=Expect("true or false", lambda value: isinstance(value, bool))
     )
+    require_client_certificate: bool = field(
+        default=False, validator=Expect("true or false", lambda value: isinstance(value, bool))
+    )
+    allowed_peers: tuple[str, ...] = field(
+        default=(),
+        converter=_to_peer_names,
+        validator=Expect(
+            "an array of hostnames",
+            lambda value: isinstance(value, tuple) and all(map(is_hostname_text, value)),
+        ),
+    )
 
     @port.default
     def _port_for_transport(self) -> int:
@@ -202,10 +240,27 @@ class ListenerConfig:
             for name in ("certificate", "private_key"):
                 if getattr(self, name) is None:
                     raise InvalidField(name, 'a file path (required on a "tls" listener)', None)
+            if self.require_client_certificate and self.ca is None:
+                raise InvalidField(
+                    "ca", "a file path (required with require_client_certificate = true)", None
+                )
+            if self.allowed_peers and not self.require_client_certificate:
+                raise InvalidField(
+                    "require_client_certificate",
+                    "true (allowed_peers needs verified client certificates)",
+                    False,
+                )
             return
-        for name in ("certificate", "private_key", "ca", "request_client_certificate"):
+        for name in (
+            "certificate",
+            "private_key",
+            "ca",
+            "request_client_certificate",
+            "require_client_certificate",
+            "allowed_peers",
+        ):
             value = getattr(self, name)
-            if value is not None and value is not False:
+            if value is not None and value is not False and value != ():
                 expected = f'nothing on a "{self.transport}" listener (only "tls" takes it)'
                 raise InvalidField(name, expected, value)
 
@@ -260,9 +315,17 @@ _DEFAULT_REASONS = {301: "Redirect request to Home Server", 302: "Moved Temporar
 class PolicyConfig:
     """`[policy]`: how the director decides between redirecting and proxying.
 
-    - `name`: `"via-count"` (default), `"always-redirect"`, `"always-proxy"`, or the import
-      path `"package.module:Class"` of an `IRoutingPolicy` provider; the path is checked for
-      syntax here and imported when the service is built.
+    - `name`: `"via-count"`, `"always-redirect"`, `"always-proxy"`, `"edge-trust"`, or the
+      import path `"package.module:Class"` of an `IRoutingPolicy` provider; the path is
+      checked for syntax here and imported when the service is built. When the key is not
+      written, the role decides (`default_policy`): `"always-proxy"` for `role = "edge"`,
+      `"via-count"` otherwise; writing `name = "via-count"` on an edge is kept as written.
+    - `trusted_edges`: the FQDNs of the edge servers whose `ms-edge-proxy-message-trust`
+      header ([MS-SIPRE] §2.2.15) is believed, when the request arrives from them over TLS
+      with a verified certificate naming them (the flow's `peer_identity`). The header is
+      removed from every other request, whatever the policy, so that a client cannot add
+      it. Required (non-empty) by `"edge-trust"`, which proxies requests so marked and
+      redirects every other REGISTER whatever its Via count.
     - `redirect_status`: 301 (default) or 302, the redirect sent to a REGISTER
       (RFC 3261 §21.3.2, §21.3.3).
     - `redirect_reason`: the reason phrase; default `"Redirect request to Home Server"` for
@@ -272,7 +335,7 @@ class PolicyConfig:
     name: str = field(
         default="via-count",
         validator=Expect(
-            'one of "via-count", "always-redirect", "always-proxy" '
+            'one of "via-count", "always-redirect", "always-proxy", "edge-trust" '
             'or an import path "package.module:Class"',
             lambda value: (
                 isinstance(value, str)
@@ -284,6 +347,14 @@ class PolicyConfig:
     redirect_reason: str = field(
         validator=Expect("printable ASCII text without surrounding spaces", is_header_text)
     )
+    trusted_edges: tuple[str, ...] = field(
+        default=(),
+        converter=_to_peer_names,
+        validator=Expect(
+            "an array of hostnames",
+            lambda value: isinstance(value, tuple) and all(map(is_hostname_text, value)),
+        ),
+    )
 
     @redirect_reason.default
     def _reason_for_status(self) -> str:
@@ -293,6 +364,12 @@ class PolicyConfig:
     def is_builtin(self) -> bool:
         """Whether `name` is a built-in policy rather than an import path."""
         return self.name in BUILTIN_POLICIES
+
+    def __attrs_post_init__(self) -> None:
+        if self.name == "edge-trust" and not self.trusted_edges:
+            raise InvalidField(
+                "trusted_edges", 'a non-empty array of edge FQDNs (name = "edge-trust")', ()
+            )
 
 
 @frozen(kw_only=True)
@@ -307,6 +384,9 @@ class HomeServer:
     - `transport`: `"tls"` (default), `"tcp"` or `"udp"`.
     - `backup` (optional): the FQDN of the home server that takes over this one's users
       when it is down; its own `[home_servers]` table, if any, says how to reach it.
+    - `locate` (optional): `"static"` (the keys above) or `"dns"` (NAPTR, SRV and A/AAAA
+      records of the FQDN, RFC 3263; `host` and `port` are then unused); default
+      `[locator].default`. Either way, the backup's targets follow this one's.
     """
 
     fqdn: str = field(converter=lower, validator=Expect("a hostname", is_hostname_text))
@@ -321,6 +401,9 @@ class HomeServer:
         default=None,
         converter=lower_optional,
         validator=Expect("a hostname", optional(is_hostname_text)),
+    )
+    locate: str | None = field(
+        default=None, validator=Expect('"static" or "dns"', optional(LOCATE_METHODS.__contains__))
     )
 
     @host.default
@@ -357,7 +440,9 @@ class Config:
     """A whole configuration file; see each table's class for its keys.
 
     `assignments` is required when the role is director (it has nothing to direct by
-    otherwise) and may be None for other roles. `home_servers` is keyed by lowercased FQDN.
+    otherwise) and for an edge without `[edge] next_hop`, and may be None for other roles.
+    `edge` is only for `role = "edge"`. `policy` defaults to the role's
+    (`default_policy`). `home_servers` is keyed by lowercased FQDN.
     """
 
     server: ServerConfig
@@ -367,12 +452,20 @@ class Config:
     limits: LimitsConfig = field(factory=LimitsConfig)
     log: LogConfig = field(factory=LogConfig)
     assignments: AssignmentsConfig | None = None
-    policy: PolicyConfig = field(factory=PolicyConfig)
+    policy: PolicyConfig = field(
+        default=Factory(
+            lambda self: PolicyConfig(name=default_policy(self.server.role)), takes_self=True
+        )
+    )
     cache: CacheConfig = field(factory=CacheConfig)
     location: LocationConfig = field(factory=LocationConfig)
     registrar: RegistrarConfig = field(factory=RegistrarConfig)
+    proxy: ProxyConfig = field(factory=ProxyConfig)
     dns: DnsConfig | None = None
     auth: AuthConfig | None = None
+    locator: LocatorConfig = field(factory=LocatorConfig)
+    tls_client: TlsClientConfig | None = None
+    edge: EdgeConfig | None = None
     home_servers: Mapping[str, HomeServer] = field(
         factory=dict,
         converter=_freeze_home_servers,
@@ -383,6 +476,7 @@ class Config:
     def __attrs_post_init__(self) -> None:
         if self.assignments is None and self.server.role is Role.DIRECTOR:
             raise InvalidField("assignments", 'an assignments source for role "director"', None)
+        self._check_edge()
         # TCP and TLS both bind a TCP socket, so they collide with each other; port 0 never does.
         seen: dict[tuple[bool, str, int], int] = {}
         for number, listener in enumerate(self.listeners, 1):
@@ -394,6 +488,32 @@ class Config:
                     f"{listener.transport} {listener.host} port {listener.port}",
                 )
             seen.setdefault(socket, number)
+
+    def _check_edge(self) -> None:
+        """`[edge]` belongs to an edge, which needs somewhere to send requests: a next hop
+        (not itself) or assignments naming home servers."""
+        if self.server.role is not Role.EDGE:
+            if self.edge is not None:
+                raise InvalidField("edge", 'no [edge] table unless role = "edge"', "a table")
+            return
+        hop = None if self.edge is None else self.edge.next_hop_target
+        if hop is None:
+            if self.assignments is None:
+                raise InvalidField(
+                    "assignments",
+                    'an assignments source for role "edge" without [edge] next_hop',
+                    None,
+                )
+        elif self.assignments is not None:
+            # It would be silently unused: the next hop gets every request.
+            raise InvalidField(
+                "assignments", "no [assignments] table with [edge] next_hop", "a table"
+            )
+        elif hop.fqdn == self.server.fqdn:
+            assert self.edge is not None
+            raise InvalidField(
+                "edge.next_hop", "another server than [server].fqdn", self.edge.next_hop
+            )
 
     def home_server(self, fqdn: str) -> HomeServer:
         """Return how to reach the home server `fqdn`: its table, or the defaults.

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from attrs import frozen
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
@@ -30,9 +30,12 @@ from homeredirect.auth.outcomes import AuthOutcome, Challenge, Refused
 from homeredirect.director.decision import Decision, Local, Proxy, Redirect, Reject
 from homeredirect.director.interfaces import IRoutingPolicy
 from homeredirect.director.responses import ResponseFactory
-from homeredirect.director.stateless_proxy import StatelessProxy
 from homeredirect.director.targets import Target
+from homeredirect.locate.interfaces import ILocator
+from homeredirect.locate.rfc3263 import LocateError
 from homeredirect.logs import FilteredLogger, enabled
+from homeredirect.proxy.routing import next_hop
+from homeredirect.proxy.stateful import StatefulProxy, Upstream
 from homeredirect.resolve.errors import DirectoryUnavailable
 from homeredirect.resolve.interfaces import AddressOfRecord, Assignment, IAssignmentResolver
 from homeredirect.sip.errors import SipParseError
@@ -66,8 +69,8 @@ class LocalRequest:
 
     `aor` is the user it is for (from To for a REGISTER, from the Request-URI otherwise);
     `respond(status, reason, extra)` sends a final response through the server
-    transaction; `forwarded()` tells the transaction that the request was forwarded
-    statelessly instead (RFC 3261 §16.11), so it keeps no state for it.
+    transaction; `upstream(request)` hands the request (retargeted) to the stateful
+    proxy instead, which answers through the same transaction (RFC 3261 §16.7).
     """
 
     __slots__ = ("_context", "_respond", "aor")
@@ -106,13 +109,15 @@ class LocalRequest:
     ) -> None:
         self._respond(self._context, status, reason, extra)
 
-    def forwarded(self) -> None:
-        self._context.transaction.forwarded_statelessly()
+    def upstream(self, request: Request | None = None) -> Upstream:
+        """The request to forward (*request*: a retargeted copy) with its server transaction."""
+        return self._context.upstream(request)
 
 
 LocalHandler = Callable[[LocalRequest], None]
 """Handles requests for users assigned to this server (a home server's registrar and
-user routing); it must answer through `LocalRequest.respond` or call `forwarded()`."""
+user routing); it must answer through `LocalRequest.respond` or forward
+`LocalRequest.upstream()` with the stateful proxy."""
 
 
 @implementer(IMessageSink)
@@ -127,11 +132,12 @@ class DirectorCore:
         policy: IRoutingPolicy,
         transactions: ServerTransactionTable,
         responses: ResponseFactory,
-        proxy: StatelessProxy,
+        proxy: StatefulProxy,
         targets: Callable[[str], tuple[Target, Target | None]],
         clock: IReactorTime,
         local_handler: LocalHandler | None = None,
         authenticator: IRequestAuthenticator | None = None,
+        locator: ILocator | None = None,
     ) -> None:
         self._settings = settings
         self._resolver = resolver
@@ -140,6 +146,9 @@ class DirectorCore:
         self._responses = responses
         self._proxy = proxy
         self._targets = targets
+        # Where a proxied request goes, in failover order (RFC 3263); without one, the
+        # home server's static target and then its backup's.
+        self._locator = locator
         self._clock = clock
         self._local_handler = local_handler
         self._authenticator = authenticator
@@ -149,15 +158,29 @@ class DirectorCore:
 
     def message_received(self, message: Message, flow: IFlow) -> None:
         if isinstance(message, Response):
-            self._proxy.relay_response(message)
+            self._proxy.response_received(message)
             return
         if self._transactions.absorb(message):
             return
         if message.method == "ACK":
-            # An ACK matching no transaction acknowledges a 2xx that we did not
-            # send (RFC 3261 §17.2.3); there is nothing for a director to do.
+            self._ack_received(message, flow)
             return
         self._request_received(message, flow)
+
+    def _ack_received(self, ack: Request, flow: IFlow) -> None:
+        """An ACK matching no transaction acknowledges a 2xx (RFC 3261 §17.2.3): end to
+        end, so it is forwarded statelessly along its Route set (§16.7 step 10) when it
+        belongs to a dialog we record-routed, and otherwise not ours to handle."""
+        try:
+            routed, in_dialog = self._proxy.own_route(ack)
+            target = next_hop(routed) if in_dialog else None
+        except SipParseError:
+            return
+        if target is not None:
+            top_via = annotate_via(
+                split_list(ack.headers.get_all("Via")[0])[0], ack.vias[0], flow.remote
+            )
+            self._proxy.forward_ack(routed, top_via, target)
 
     def message_rejected(self, event: MessageRejected, flow: IFlow) -> None:
         """Answer a malformed request with the status its error names (400, 505
@@ -201,13 +224,22 @@ class DirectorCore:
             flow.send(data, destination)
 
         transaction = self._transactions.create(request, send, flow.reliable)
-        context = _RequestContext(request, transaction, top_via, received_at, flow)
+        try:
+            request, in_dialog = self._proxy.own_route(request)
+        except SipParseError:
+            in_dialog = False
+        context = _RequestContext(request, transaction, top_via, received_at, flow, send)
         method = request.method
-        if method == "REGISTER":
+        if method == "CANCEL":
+            # §16.10: a CANCEL is answered here and cancels the branches of its INVITE.
+            self._respond(context, 200 if self._proxy.cancel(request) else 481)
+        elif in_dialog:
+            self._route_in_dialog(context)
+        elif method == "REGISTER":
             self._register(context)
-        elif self._local_handler is not None and self._addressed_to_user(request):
-            # A home server routes requests to its users; a director has no local
-            # handler and keeps answering them below.
+        elif self._addressed_to_user(request):
+            # A request to a user (INVITE, MESSAGE, SUBSCRIBE, OPTIONS...) is routed by
+            # its Request-URI through the same policy as a REGISTER, in every role.
             uri = request.uri
             assert isinstance(uri, SipUri)
             self._route_to_user(context, uri)
@@ -217,15 +249,23 @@ class DirectorCore:
             self._respond(
                 context, 200, extra=(("Allow", ALLOWED_METHODS), ("Accept", "application/sdp"))
             )
-        elif method == "CANCEL":
-            self._respond(context, 481)
         else:
             self._respond(context, 405, extra=(("Allow", ALLOWED_METHODS),))
 
+    def _route_in_dialog(self, context: _RequestContext) -> None:
+        """A request of a dialog we record-routed (§16.4): forward it to its next Route,
+        else its Request-URI (§16.6 steps 6-7), without asking the policy again."""
+        if self._refuse_extensions(context, "Proxy-Require"):
+            return
+        target = next_hop(context.request)
+        if target is None:
+            self._respond(context, 416, "Next hop is not a loose-routing SIP URI")
+            return
+        self._proxy.forward(context.upstream(), target)
+
     @staticmethod
     def _addressed_to_user(request: Request) -> bool:
-        """A Request-URI naming a user (not this server itself, RFC 3261 §11); a
-        CANCEL follows its INVITE (forwarded with the same branch, §16.10)."""
+        """A Request-URI naming a user (not this server itself, RFC 3261 §11)."""
         uri = request.uri
         return isinstance(uri, SipUri) and bool(uri.user)
 
@@ -274,6 +314,7 @@ class DirectorCore:
             self._log_decision(context, aor, "refused", None)
             return
         request = context.request
+        context.sign = outcome.sign
         owner = aor if request.method == "REGISTER" else _from_aor(request)
         if outcome.aor != owner:
             log.info(
@@ -330,32 +371,37 @@ class DirectorCore:
     def _carry_out(
         self, decision: Decision, context: _RequestContext, aor: AddressOfRecord
     ) -> None:
-        if isinstance(decision, Redirect) and context.request.method != "REGISTER":
-            # A redirect names the home server, not the user: right for a REGISTER,
-            # which the client re-sends there, but a call would lose its callee. Other
-            # requests for a user homed elsewhere are forwarded there instead.
-            decision = Proxy(decision.home_server)
         if isinstance(decision, Redirect):
             if self._refuse_extensions(context, "Require"):
                 return
-            settings = self._settings
-            self._respond(
-                context,
-                settings.redirect_status,
-                settings.redirect_reason,
-                extra=self._contacts_for(decision.home_server),
-            )
+            request = context.request
+            if request.method == "REGISTER":
+                settings = self._settings
+                self._respond(
+                    context,
+                    settings.redirect_status,
+                    settings.redirect_reason,
+                    extra=self._contacts_for(decision.home_server),
+                )
+            else:
+                # A call, MESSAGE, SUBSCRIBE... to a user homed elsewhere: 302 to the user
+                # at the home server (RFC 3261 §21.3.3), so the callee is kept.
+                uri = request.uri
+                assert isinstance(uri, SipUri)  # _route_to_user checked it
+                self._respond(
+                    context,
+                    302,
+                    "Moved Temporarily",
+                    extra=self._user_contacts(decision.home_server, uri.user or ""),
+                )
             self._log_decision(context, aor, "redirect", decision.home_server)
         elif isinstance(decision, Proxy):
             if self._refuse_extensions(context, "Proxy-Require"):
                 return
-            target, _ = self._targets(decision.home_server)
-            error = self._proxy.forward(context.request, context.top_via, target)
-            if error is None:
-                context.transaction.forwarded_statelessly()
-            else:
-                self._respond(context, error[0], error[1])
-            self._log_decision(context, aor, "proxy", decision.home_server)
+            home = decision.home_server
+            located = self._locate(home)
+            where = (context, aor, home)
+            located.addCallbacks(self._located, self._locate_failed, where, {}, where)
         elif isinstance(decision, Local):
             if self._local_handler is None:
                 log.warn("{aor} is assigned to this server, which has no registrar", aor=str(aor))
@@ -366,6 +412,54 @@ class DirectorCore:
         elif isinstance(decision, Reject):
             self._respond(context, decision.status, decision.reason)
             self._log_decision(context, aor, "reject", None)
+
+    def _locate(self, home_server: str) -> Deferred[list[Target]]:
+        """Every target of *home_server* to try, in order (RFC 3263 §4.3)."""
+        if self._locator is None:
+            primary, backup = self._targets(home_server)
+            return succeed([primary] if backup is None else [primary, backup])
+        try:
+            return self._locator.locate(home_server)
+        except Exception:
+            return fail()
+
+    def _located(
+        self, targets: list[Target], context: _RequestContext, aor: AddressOfRecord, home: str
+    ) -> None:
+        # The policy chose the next hop: Route headers a client sent beyond ours are not
+        # followed (nor passed on to the home server), and a client that reached us
+        # directly (one Via) may not put in a Path (RFC 3327 §5.1, §4).
+        self._proxy.forward(
+            context.upstream(),
+            targets[0],
+            failover=targets[1:],
+            strip_routes=True,
+            strip_path=len(context.request.vias) == 1,
+            path=True,
+        )
+        self._log_decision(context, aor, "proxy", home)
+
+    def _locate_failed(
+        self, failure: Failure, context: _RequestContext, aor: AddressOfRecord, home: str
+    ) -> None:
+        """No target for the home server (RFC 3263 §4.3: DNS has none, or cannot answer):
+        the request cannot be routed now, 503 with Retry-After."""
+        if failure.check(LocateError):
+            log.warn(
+                "cannot locate home server {home} for {aor}: {reason}",
+                home=home,
+                aor=str(aor),
+                reason=str(failure.value),
+            )
+        else:
+            log.failure("locating home server {home} failed", failure, home=home)
+        self._respond(
+            context,
+            503,
+            "Home server unavailable",
+            extra=(("Retry-After", str(self._settings.retry_after)),),
+        )
+        self._log_decision(context, aor, "unavailable", home)
 
     def _refuse_extensions(self, context: _RequestContext, header: str) -> bool:
         """Answer 420 Bad Extension, listing them in Unsupported, if *header*
@@ -393,6 +487,17 @@ class DirectorCore:
                 self._redirect_contacts[home_server] = contacts
         return contacts
 
+    def _user_contacts(self, home_server: str, user: str) -> tuple[tuple[str, str], ...]:
+        """Contact headers redirecting a request to *user* (its Request-URI's user part, as
+        it came) at the home server, q=0.7, and at its backup, q=0.3."""
+        primary, backup = self._targets(home_server)
+        contacts: tuple[tuple[str, str], ...] = (
+            ("Contact", f"<{_user_uri(user, primary)}>;q=0.7"),
+        )
+        if backup is not None:
+            contacts += (("Contact", f"<{_user_uri(user, backup)}>;q=0.3"),)
+        return contacts
+
     def _respond(
         self,
         context: _RequestContext,
@@ -401,6 +506,9 @@ class DirectorCore:
         extra: tuple[tuple[str, str], ...] = (),
     ) -> None:
         response = self._responses.response(context.request, status, reason, extra, context.top_via)
+        if context.sign is not None:
+            # Every response in an established security association is signed ([MS-SIPAE]).
+            response = context.sign(response)
         context.transaction.respond(response)
 
     def _log_decision(
@@ -421,7 +529,7 @@ class DirectorCore:
 
 
 class _RequestContext:
-    __slots__ = ("flow", "received_at", "request", "top_via", "transaction")
+    __slots__ = ("flow", "received_at", "request", "send", "sign", "top_via", "transaction")
 
     def __init__(
         self,
@@ -430,12 +538,31 @@ class _RequestContext:
         top_via: str,
         received_at: float,
         flow: IFlow,
+        send: Callable[[bytes], None],
     ) -> None:
         self.request = request
         self.transaction = transaction
         self.top_via = top_via
         self.received_at = received_at
         self.flow = flow
+        self.send = send
+        self.sign: Callable[[Response], Response] | None = None
+
+    def upstream(self, request: Request | None = None) -> Upstream:
+        return Upstream(
+            request or self.request, self.top_via, self.transaction, self._send_upstream
+        )
+
+    def _send_upstream(self, data: bytes) -> None:
+        try:
+            self.send(data)
+        except FlowClosed:
+            pass
+
+
+def _user_uri(user: str, target: Target) -> str:
+    """`sip:USER@HOME:PORT;transport=T`: the user at *target* (RFC 3261 §19.1.1)."""
+    return f"sip:{user}@{target.fqdn}:{target.port};transport={target.transport}"
 
 
 def _reason_phrase(error: SipParseError) -> str:

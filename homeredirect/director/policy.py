@@ -5,7 +5,9 @@
   through an edge or another proxy, which cannot follow a redirect for it, so
   proxy the request there.
 - ``always-redirect`` and ``always-proxy``: the same, whatever the Via count
-  (an edge always proxies).
+  (an edge always proxies; it is the edge role's default).
+- ``edge-trust`` (`homeredirect.director.edge`): proxy what a trusted edge marked with
+  ``ms-edge-proxy-message-trust`` ([MS-SIPRE] §2.2.15), redirect the rest.
 
 Each answers `Local` when the user is assigned to this server.
 """
@@ -19,6 +21,7 @@ from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
 from homeredirect.director.decision import Decision, Local, Proxy, Redirect
+from homeredirect.director.edge import EdgeTrustPolicy
 from homeredirect.director.interfaces import IRoutingPolicy, PolicyContext
 from homeredirect.resolve.interfaces import Assignment
 from homeredirect.sip.message import Request
@@ -69,8 +72,11 @@ class AlwaysProxyPolicy(_BuiltInPolicy):
         return Proxy(home_server)
 
 
-BUILT_IN_POLICIES: dict[str, type[ViaCountPolicy | AlwaysRedirectPolicy | AlwaysProxyPolicy]] = {
-    cls.name: cls for cls in (ViaCountPolicy, AlwaysRedirectPolicy, AlwaysProxyPolicy)
+BUILT_IN_POLICIES: dict[
+    str, type[ViaCountPolicy | AlwaysRedirectPolicy | AlwaysProxyPolicy | EdgeTrustPolicy]
+] = {
+    cls.name: cls
+    for cls in (ViaCountPolicy, AlwaysRedirectPolicy, AlwaysProxyPolicy, EdgeTrustPolicy)
 }
 
 

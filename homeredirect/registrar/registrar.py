@@ -317,7 +317,14 @@ def _reg_id(contact: NameAddr) -> int | None:
 
 
 def _path(request: Request) -> tuple[str, ...]:
-    """The Path values, first hop first, as written (RFC 3327 §5.3 stores them)."""
+    """The Path values, first hop first, as written (RFC 3327 §5.3 stores them).
+
+    Only proxies add Path (RFC 3327 §5.2), so a REGISTER that reached us directly (one
+    Via) has none that we may trust: its Path is ignored, or a client could have requests
+    for its user sent to any host it names.
+    """
+    if len(request.vias) < 2:
+        return ()
     try:
         values = request.headers.get_list("Path")
         for value in values:
@@ -347,6 +354,22 @@ def _supports_path(request: Request) -> bool:
         return False
 
 
+class _HttpDate:
+    """The `Date` header value (RFC 3261 §20.17) for a time, formatted once per second:
+    `formatdate` costs a few microseconds, paid per 200 at thousands a second otherwise."""
+
+    def __init__(self) -> None:
+        self._second: int | None = None
+        self._text = ""
+
+    def __call__(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._text = formatdate(second, usegmt=True)
+            self._second = second
+        return self._text
+
+
 class Registrar:
     """Runs REGISTERs against a location store (RFC 3261 §10.3)."""
 
@@ -356,6 +379,7 @@ class Registrar:
         self.store = store
         self.settings = settings
         self._clock = clock
+        self._date = _HttpDate()
 
     def register(
         self, request: Request, aor: AddressOfRecord, received: str | None = None
@@ -387,7 +411,7 @@ class Registrar:
         headers.extend(("Service-Route", f"<{route}>") for route in self.settings.service_route)
         if "ms-keep-alive" in request.headers:
             headers.append(("ms-keep-alive", MS_KEEP_ALIVE))
-        headers.append(("Date", formatdate(now, usegmt=True)))
+        headers.append(("Date", self._date(now)))
         log.info(
             "registered {aor}: {count} bindings",
             aor=str(plan.aor),

@@ -2,15 +2,15 @@
 
 A home server is the proxy responsible for its users' AORs. For a request to one of them it
 reads the AOR's bindings from the location service and forwards the request to the best
-one, statelessly (`StatelessProxy`, RFC 3261 §16.11) until a transaction-stateful proxy
-exists: the Request-URI becomes the binding's contact (§16.6 step 2), and the binding's
+one with the transaction-stateful proxy (`StatefulProxy`, RFC 3261 §16.6-16.7), which
+answers the caller with the best response, or 408/503 when the device does not answer or
+cannot be reached: the Request-URI becomes the binding's contact (§16.6 step 2), and the binding's
 Path becomes Route headers in front of any the request has (RFC 3327 §5.4), the request
 then going to the first Path hop. Without a binding the answer is 480 Temporarily
 Unavailable (§21.4.18).
 
-Only the best binding (highest q, then the most recently refreshed) is used: a stateless
-proxy cannot fork, since it could not merge the branches' responses (§16.11 forbids
-forking for it in effect: it keeps no state to choose the best response).
+Only the best binding (highest q, then the most recently refreshed) is used: no forking
+yet (the response context could merge several branches, §16.7).
 
 Where the request goes: the first Path hop when there is a Path; else, for a binding
 registered over TCP or TLS, the connection it was registered over (the client's own
@@ -24,9 +24,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from homeredirect.director.core import LocalRequest
-from homeredirect.director.stateless_proxy import StatelessProxy
 from homeredirect.director.targets import Target
 from homeredirect.logs import FilteredLogger
+from homeredirect.proxy.stateful import StatefulProxy
 from homeredirect.registrar.location import Binding, ILocationStore
 from homeredirect.sip.errors import SipParseError
 from homeredirect.sip.headers import parse_name_addr
@@ -93,7 +93,7 @@ def retargeted(request: Request, binding: Binding) -> Request:
 class UserRouter:
     """Forwards requests to the registered bindings of users homed here."""
 
-    def __init__(self, store: ILocationStore, proxy: StatelessProxy, clock: IReactorTime) -> None:
+    def __init__(self, store: ILocationStore, proxy: StatefulProxy, clock: IReactorTime) -> None:
         self._store = store
         self._proxy = proxy
         self._clock = clock
@@ -121,11 +121,7 @@ class UserRouter:
             )
             local.respond(480, "Temporarily Unavailable")
             return
-        error_status = self._proxy.forward(request, local.top_via, target)
-        if error_status is None:
-            local.forwarded()
-        else:
-            local.respond(error_status[0], error_status[1])
+        self._proxy.forward(local.upstream(request), target)
 
     def _lookup_failed(self, failure: Failure, local: LocalRequest) -> None:
         log.failure("location lookup failed for {aor}", failure, aor=str(local.aor))

@@ -77,7 +77,6 @@ class Input(Enum):
     TIMER_I = "Timer I"
     TIMER_J = "Timer J"
     TRANSPORT_ERROR = "transport error"
-    FORWARDED = "forwarded statelessly by TU"
 
 
 _REQUEST = Input.REQUEST
@@ -174,13 +173,6 @@ class ServerTransaction:
     def transport_error(self) -> None:
         """The transport failed to deliver a response: terminate (§17.2.4)."""
         self._input(_TRANSPORT_ERROR)
-
-    def forwarded_statelessly(self) -> None:
-        """The TU forwarded the request as a stateless proxy (§16.11) and will not
-        answer it: forget the transaction, so that a retransmission reaches the TU
-        and is forwarded again (with the same branch) instead of being absorbed."""
-        self._request = None
-        self._input(Input.FORWARDED)
 
     # -- the state machine --------------------------------------------------
 
@@ -310,7 +302,6 @@ NON_INVITE_TRANSITIONS: dict[tuple[State, Input], tuple[State, _NonInviteAction]
     (_TRYING, _SUCCESS): (_COMPLETED, _N._send_final),
     (_TRYING, _FAILURE): (_COMPLETED, _N._send_final),
     (_TRYING, _TRANSPORT_ERROR): (_TERMINATED, _N._fail),
-    (_TRYING, Input.FORWARDED): (_TERMINATED, _N._terminate),
     (_PROCEEDING, _REQUEST): (_PROCEEDING, _N._resend_last),
     (_PROCEEDING, _PROVISIONAL): (_PROCEEDING, _N._send_provisional),
     (_PROCEEDING, _SUCCESS): (_COMPLETED, _N._send_final),
@@ -487,7 +478,6 @@ INVITE_TRANSITIONS: dict[tuple[State, Input], tuple[State, _InviteAction]] = {
     (_PROCEEDING, _SUCCESS): (_TERMINATED, _I._send_success),
     (_PROCEEDING, _FAILURE): (_COMPLETED, _I._send_failure),
     (_PROCEEDING, _TRANSPORT_ERROR): (_TERMINATED, _I._fail),
-    (_PROCEEDING, Input.FORWARDED): (_TERMINATED, _I._terminate),
     (_COMPLETED, _REQUEST): (_COMPLETED, _I._resend_last),
     (_COMPLETED, _ACK): (_CONFIRMED, _I._confirm),
     (_COMPLETED, Input.TIMER_G): (_COMPLETED, _I._retransmit_failure),

@@ -23,6 +23,13 @@ class IFlow(Interface):
     reliable = Attribute("True for stream transports: no retransmission timers (§17).")
     remote = Attribute("The peer's (host, port) as seen on the socket.")
     local = Attribute("Our (host, port) as advertised in Via and Contact.")
+    peer_identity = Attribute(
+        "The peer's FQDN as verified by TLS, or None: for a connection we opened, the name its"
+        " certificate was verified against; for one a listener accepted, the name from the"
+        " client certificate that `allowed_peers` matched (or, without allowed_peers, its"
+        " first dNSName). None over UDP and TCP and for TLS clients without a certificate."
+        " Only this, never a header, says which server a request came from (RFC 5922 §7)."
+    )
 
     def send(data: bytes, destination: Address | None = None) -> None:
         """Write *data*; a datagram flow sends to *destination* (default: the peer).

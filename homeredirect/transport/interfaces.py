@@ -3,6 +3,8 @@ responses that do not belong to a flow it was handed (proxying, RFC 3261 §16)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from zope.interface import Interface
 
 Address = tuple[str, int]
@@ -26,4 +28,14 @@ class ISipNetwork(Interface):
         Streams reuse an open connection to *destination* or open one (over TLS
         verifying the certificate against *server_name*, default the host).  Never
         raises: failures are logged, as a stateless element has no one to tell.
+        """
+
+    def watch(transport: str, destination: Address, lost: Callable[[], None]) -> Callable[[], None]:
+        """Call *lost* once if the stream connection to *destination* fails to open or
+        closes, so that the client transactions sending on it hear of a transport error
+        (RFC 3261 §17.1.4) instead of waiting for Timer B or F.
+
+        Returns the function that stops watching (call it when the transaction no longer
+        cares, so that nothing is kept per transaction).  Datagrams have no connection:
+        for 'UDP' *lost* is never called.
         """

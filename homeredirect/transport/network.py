@@ -15,12 +15,14 @@ from collections.abc import Callable
 
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
+    IAddress,
     IOpenSSLClientConnectionCreator,
     IReactorCore,
     IReactorTCP,
     IReactorTime,
     IStreamClientEndpoint,
 )
+from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -28,6 +30,7 @@ from homeredirect.logs import FilteredLogger
 from homeredirect.transport.flows import DEFAULT_PORTS, FlowClosed
 from homeredirect.transport.interfaces import Address, ISipNetwork
 from homeredirect.transport.stream import ConnectionRegistry, SipStreamFactory, SipStreamProtocol
+from homeredirect.transport.tls import certificate_names
 from homeredirect.transport.udp import SipDatagramProtocol
 
 log = FilteredLogger()
@@ -68,6 +71,8 @@ class SipNetwork:
         self._stream_factories: dict[str, SipStreamFactory] = {}
         self._outbound: dict[tuple[str, str, int], SipStreamProtocol] = {}
         self._connecting: dict[tuple[str, str, int], list[bytes]] = {}
+        # Who hears of a stream connection's failure or loss (ISipNetwork.watch).
+        self._watchers: dict[tuple[str, str, int], dict[object, Callable[[], None]]] = {}
 
     def add_listener(self, transport: str, advertised: Address, bound: Address) -> None:
         """Record a listener: *advertised* goes in our Vias, *bound* is the socket address."""
@@ -102,6 +107,28 @@ class SipNetwork:
         else:
             log.warn("cannot send over unsupported transport {transport}", transport=transport)
 
+    def watch(
+        self, transport: str, destination: Address, lost: Callable[[], None]
+    ) -> Callable[[], None]:
+        if transport not in ("TCP", "TLS"):
+            return _not_watching
+        key = (transport, destination[0].strip("[]"), destination[1] or DEFAULT_PORTS[transport])
+        token = object()
+        self._watchers.setdefault(key, {})[token] = lost
+
+        def stop() -> None:
+            watchers = self._watchers.get(key)
+            if watchers is not None:
+                watchers.pop(token, None)
+                if not watchers:
+                    del self._watchers[key]
+
+        return stop
+
+    def _connection_gone(self, key: tuple[str, str, int]) -> None:
+        for lost in tuple(self._watchers.pop(key, {}).values()):
+            lost()
+
     # -- datagrams -------------------------------------------------------------
 
     def _send_datagram(self, destination: Address, data: bytes) -> None:
@@ -130,6 +157,16 @@ class SipNetwork:
         host, port = destination[0].strip("[]"), destination[1] or DEFAULT_PORTS[transport]
         key = (transport, host, port)
         connection = self._outbound.get(key) or self._registry.get(transport, (host, port))
+        if connection is not None and not _verified_for(connection, server_name):
+            log.warn(
+                "not sending to {server_name} over the TLS connection to {host}:{port}, whose "
+                "certificate was verified for {verified} only",
+                server_name=server_name,
+                host=host,
+                port=port,
+                verified=connection.expected_peer,
+            )
+            return
         if connection is not None:
             try:
                 connection.write(data)
@@ -150,11 +187,14 @@ class SipNetwork:
         )
         if transport == "TLS":
             endpoint = wrapClientTLS(self._client_tls(server_name), endpoint)
-        connecting = endpoint.connect(factory)
+        connecting = endpoint.connect(
+            _OutboundFactory(factory, server_name if transport == "TLS" else None)
+        )
         connecting.addCallbacks(self._connected, self._connect_failed, (key,), {}, (key,))
 
     def _connected(self, protocol: SipStreamProtocol, key: tuple[str, str, int]) -> None:
         self._outbound[key] = protocol
+        protocol.lost.addCallback(self._outbound_lost, protocol, key)
         for data in self._connecting.pop(key, []):
             try:
                 protocol.write(data)
@@ -172,3 +212,46 @@ class SipNetwork:
             error=failure.getErrorMessage(),
             count=len(dropped),
         )
+        self._connection_gone(key)
+
+    def _outbound_lost(
+        self, _: object, protocol: SipStreamProtocol, key: tuple[str, str, int]
+    ) -> None:
+        if self._outbound.get(key) is protocol:
+            del self._outbound[key]
+        self._connection_gone(key)
+
+
+def _not_watching() -> None:
+    """What `SipNetwork.watch` returns for datagrams: there is nothing to stop."""
+
+
+def _verified_for(connection: SipStreamProtocol, server_name: str) -> bool:
+    """Whether a connection may carry requests meant for `server_name`: any connection a
+    peer opened to us (responses go back on it, RFC 3261 §18.2.2), and a TLS connection we
+    opened only if its server's certificate names `server_name` too (RFC 5922 §7.2), so
+    that a connection verified for one home server is never reused for another at the
+    same address that could not prove its name."""
+    verified = connection.expected_peer
+    if verified is None or verified == server_name.lower():
+        return True
+    assert connection.transport is not None
+    peer = connection.transport.getPeerCertificate()  # type: ignore[attr-defined]
+    return peer is not None and server_name.lower() in certificate_names(peer.to_cryptography())
+
+
+class _OutboundFactory(Factory):
+    """Builds the protocol of a connection we open from the listener's factory, telling a
+    TLS connection the server name its certificate is verified against (which becomes the
+    flow's `peer_identity`, and exempts it from the listener's client-certificate check)."""
+
+    noisy = False
+
+    def __init__(self, factory: SipStreamFactory, server_name: str | None) -> None:
+        self._factory = factory
+        self._server_name = server_name
+
+    def buildProtocol(self, addr: IAddress | None) -> SipStreamProtocol:
+        protocol = self._factory.buildProtocol(addr)
+        protocol.expected_peer = None if self._server_name is None else self._server_name.lower()
+        return protocol

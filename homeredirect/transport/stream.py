@@ -6,13 +6,18 @@ is closed after the configured timeout; when the open connection limit is
 reached, new connections are closed at once.  Open connections are kept in a
 `ConnectionRegistry` by remote address, which is how a response relayed by the
 stateless proxy finds the connection its request came in on (RFC 3261 §18.2.2).
+
+Over TLS, the flow's `peer_identity` is set once the handshake completes: the server name a
+connection we opened was verified against, or the client certificate's name that the
+listener's `PeerCheck` accepted; a connection the check refuses is aborted, and nothing it
+sent reaches the core.
 """
 
 from __future__ import annotations
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IAddress, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IAddress, IHandshakeListener, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -22,6 +27,7 @@ from homeredirect.logs import FilteredLogger
 from homeredirect.sip.parser import KeepAlivePing, MessageReceived, MessageRejected, StreamParser
 from homeredirect.transport.flows import Address, FlowClosed, IFlow
 from homeredirect.transport.sink import IMessageSink
+from homeredirect.transport.tls import PeerCheck, PeerRefused, certificate_names
 
 log = FilteredLogger()
 
@@ -81,7 +87,7 @@ def _abort_open(protocols: list[SipStreamProtocol]) -> None:
 class StreamFlow:
     """A connection seen as a flow; sending on it after it closed raises FlowClosed."""
 
-    __slots__ = ("_protocol", "local", "remote", "transport")
+    __slots__ = ("_protocol", "local", "peer_identity", "remote", "transport")
 
     reliable = True
 
@@ -92,11 +98,16 @@ class StreamFlow:
         self.transport = transport
         self.remote = remote
         self.local = local
+        self.peer_identity: str | None = None
 
     def send(self, data: bytes, destination: Address | None = None) -> None:
         self._protocol.write(data)
 
 
+_IDENTITY_ONLY = PeerCheck()
+
+
+@implementer(IHandshakeListener)
 class SipStreamProtocol(Protocol, TimeoutMixin):
     """One TCP or TLS connection, inbound or outbound."""
 
@@ -104,6 +115,10 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
     transport: ITCPTransport | None
     flow: StreamFlow
     key: tuple[str, str, int]
+    #: For a TLS connection we open: the server name its certificate is verified against.
+    expected_peer: str | None = None
+    #: True while an accepted connection waits for its peer's certificate to be checked.
+    _awaiting_peer = False
 
     def __init__(self, factory: SipStreamFactory) -> None:
         self._factory = factory
@@ -127,9 +142,34 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
             self.transport.abortConnection()
             return
         self._open = True
+        self._awaiting_peer = factory.peer_check is not None and self.expected_peer is None
         self.setTimeout(factory.idle_timeout)  # type: ignore[no-untyped-call]
 
+    def handshakeCompleted(self) -> None:
+        """TLS is up: record who the peer is, or close if the listener does not accept it."""
+        if self.expected_peer is not None:  # the client options verified the server's name
+            self.flow.peer_identity = self.expected_peer
+            return
+        assert self.transport is not None
+        peer = self.transport.getPeerCertificate()  # type: ignore[attr-defined]
+        certificate = None if peer is None else peer.to_cryptography()
+        try:
+            identity = (self._factory.peer_check or _IDENTITY_ONLY).identity(certificate)
+        except PeerRefused as refused:
+            log.warn(
+                "refused TLS peer {remote} ({names}): {reason}",
+                remote=self.flow.remote,
+                names=[] if certificate is None else certificate_names(certificate),
+                reason=str(refused),
+            )
+            self.transport.abortConnection()
+            return
+        self.flow.peer_identity = identity
+        self._awaiting_peer = False
+
     def dataReceived(self, data: bytes) -> None:
+        if self._awaiting_peer:
+            return  # not yet (or never) accepted: nothing reaches the core
         self.resetTimeout()  # type: ignore[no-untyped-call]
         sink = self._factory.sink
         for event in self._parser.feed(data):
@@ -197,6 +237,7 @@ class SipStreamFactory(Factory):
         max_connections: int,
         idle_timeout: float,
         clock: IReactorTime,
+        peer_check: PeerCheck | None = None,
     ) -> None:
         self.sink = sink
         self.transport_name = transport_name
@@ -206,6 +247,7 @@ class SipStreamFactory(Factory):
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.clock = clock
+        self.peer_check = peer_check  # TLS listeners that check client certificates
         self.open_connections = 0
 
     def buildProtocol(self, addr: IAddress | None) -> SipStreamProtocol:

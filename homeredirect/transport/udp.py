@@ -83,6 +83,7 @@ class DatagramFlow:
 
     transport = "UDP"
     reliable = False
+    peer_identity = None  # datagrams carry no verified identity
 
     def __init__(self, protocol: SipDatagramProtocol, remote: Address) -> None:
         self._protocol = protocol

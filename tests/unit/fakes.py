@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from homeredirect.director.responses import ResponseFactory
+from homeredirect.proxy.stateful import ProxySettings, StatefulProxy
 from homeredirect.resolve.errors import DirectoryUnavailable
 from homeredirect.resolve.interfaces import AddressOfRecord, Assignment, IAssignmentResolver
 from homeredirect.sip.message import Message
 from homeredirect.sip.parser import MessageReceived, parse_datagram
+from homeredirect.transaction.client import ClientTransactionTable
 from homeredirect.transport.flows import Address, IFlow
 from homeredirect.transport.interfaces import ISipNetwork
 
@@ -24,6 +28,7 @@ class RecordingFlow:
         self.reliable = transport != "UDP"
         self.remote = remote
         self.local = ("127.0.0.1", 5060)
+        self.peer_identity: str | None = None
         self.sent: list[tuple[bytes, Address | None]] = []
 
     def send(self, data: bytes, destination: Address | None = None) -> None:
@@ -61,6 +66,7 @@ class TableResolver:
 class RecordingNetwork:
     def __init__(self) -> None:
         self.sent: list[tuple[str, Address, bytes, str | None]] = []
+        self.watchers: dict[tuple[str, Address], list[Callable[[], None]]] = {}
 
     def local_via(self, transport: str) -> Address:
         if transport == "TLS":
@@ -74,3 +80,36 @@ class RecordingNetwork:
         self, transport: str, destination: Address, data: bytes, server_name: str | None = None
     ) -> None:
         self.sent.append((transport, destination, data, server_name))
+
+    def watch(
+        self, transport: str, destination: Address, lost: Callable[[], None]
+    ) -> Callable[[], None]:
+        """Keep *lost* so that a test can play a lost connection with `lose`."""
+        key = (transport, destination)
+        self.watchers.setdefault(key, []).append(lost)
+
+        def stop() -> None:
+            watching = self.watchers.get(key, [])
+            if lost in watching:
+                watching.remove(lost)
+            if not watching:
+                self.watchers.pop(key, None)
+
+        return stop
+
+    def lose(self, transport: str, destination: Address) -> None:
+        for lost in self.watchers.pop((transport, destination), []):
+            lost()
+
+
+def stateful_proxy(
+    network: ISipNetwork, clock: IReactorTime, settings: ProxySettings | None = None
+) -> StatefulProxy:
+    """A stateful proxy on *clock* sending through *network*, as makeService builds it."""
+    return StatefulProxy(
+        network=network,
+        clients=ClientTransactionTable(clock, timer_c=180.0),
+        responses=ResponseFactory("test", iter(f"ptag{n}" for n in range(100_000)).__next__),
+        secret=b"secret",
+        settings=settings or ProxySettings(),
+    )

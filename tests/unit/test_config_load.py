@@ -283,7 +283,8 @@ def test_home_role_needs_no_assignments(base_dir: Path) -> None:
         (
             {"policy": {"name": "viacount"}},
             'director.toml: [policy].name: expected one of "via-count", "always-redirect", '
-            '"always-proxy" or an import path "package.module:Class", got "viacount"',
+            '"always-proxy", "edge-trust" or an import path "package.module:Class", '
+            'got "viacount"',
         ),
         (
             {"policy": {"redirect_status": 303}},
@@ -361,8 +362,8 @@ def test_unknown_table_is_named(base_dir: Path) -> None:
     data = minimal(limit={"max_connections": 5})
     assert error_for(data, base_dir) == (
         "director.toml: [limit]: unknown key; expected one of [server], [[listen]], [limits], "
-        "[log], [assignments], [policy], [cache], [location], [registrar], [dns], [auth], "
-        '[home_servers] (did you mean "limits"?)'
+        "[log], [assignments], [policy], [cache], [location], [registrar], [proxy], [dns], "
+        '[auth], [locator], [tls_client], [edge], [home_servers] (did you mean "limits"?)'
     )
 
 

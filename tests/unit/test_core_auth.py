@@ -22,13 +22,12 @@ from homeredirect.director.core import DirectorCore, DirectorSettings
 from homeredirect.director.interfaces import PolicyContext
 from homeredirect.director.policy import ViaCountPolicy
 from homeredirect.director.responses import ResponseFactory
-from homeredirect.director.stateless_proxy import StatelessProxy
 from homeredirect.director.targets import Target
 from homeredirect.sip.credentials import parse_auth_value
 from homeredirect.sip.message import Request, Response
 from homeredirect.sip.parser import MessageReceived, parse_datagram
 from homeredirect.transaction.server import ServerTransactionTable
-from tests.unit.fakes import RecordingFlow, RecordingNetwork, TableResolver
+from tests.unit.fakes import RecordingFlow, RecordingNetwork, TableResolver, stateful_proxy
 
 TABLE = {"alice@example.com": "home1.example.com", "bob@example.com": "home2.example.com"}
 
@@ -55,7 +54,7 @@ def make(tmp_path: Path, required: bool = True) -> tuple[DirectorCore, TableReso
         policy=ViaCountPolicy(PolicyContext(fqdn="director.example.com")),
         transactions=ServerTransactionTable(clock),
         responses=ResponseFactory("test", iter(f"tag{n}" for n in range(99)).__next__),
-        proxy=StatelessProxy(RecordingNetwork(), b"secret"),
+        proxy=stateful_proxy(RecordingNetwork(), clock),
         targets=lambda fqdn: (Target(fqdn, fqdn, 5061, "tls"), None),
         clock=clock,
         authenticator=authenticator,

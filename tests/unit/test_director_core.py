@@ -14,7 +14,6 @@ from homeredirect.director.decision import Reject
 from homeredirect.director.interfaces import IRoutingPolicy, PolicyContext
 from homeredirect.director.policy import ViaCountPolicy
 from homeredirect.director.responses import ResponseFactory
-from homeredirect.director.stateless_proxy import StatelessProxy
 from homeredirect.director.targets import HomeServerTargets, Target
 from homeredirect.resolve.interfaces import Assignment, IAssignmentResolver
 from homeredirect.sip.errors import SipParseError
@@ -23,7 +22,7 @@ from homeredirect.sip.parser import MessageReceived, MessageRejected, parse_data
 from homeredirect.transaction.server import ServerTransactionTable
 from homeredirect.transport.flows import IFlow
 from homeredirect.transport.interfaces import ISipNetwork
-from tests.unit.fakes import RecordingFlow, RecordingNetwork, TableResolver
+from tests.unit.fakes import RecordingFlow, RecordingNetwork, TableResolver, stateful_proxy
 
 TABLE = {"alice@example.com": "home1.example.com", "dir@example.com": "director.example.com"}
 
@@ -54,7 +53,7 @@ def make_core(  # type: ignore[no-untyped-def]
         policy=policy or ViaCountPolicy(PolicyContext(fqdn="director.example.com")),
         transactions=ServerTransactionTable(clock),
         responses=ResponseFactory("test", iter(f"tag{n}" for n in range(1000)).__next__),
-        proxy=StatelessProxy(network or RecordingNetwork(), b"secret"),
+        proxy=stateful_proxy(network or RecordingNetwork(), clock),
         targets=HomeServerTargets(config) if config else _default_targets,
         clock=clock,
     )
@@ -269,16 +268,16 @@ def test_max_forwards_zero_gets_483_when_proxying() -> None:
 
 def test_loop_is_detected_by_our_own_branch() -> None:
     network = RecordingNetwork()
-    proxy = StatelessProxy(network, b"secret")
-    original = request(vias=1)
-    target = Target("home1.example.com", "192.0.2.50", 5060, "udp")
-    top_via = original.headers.get("Via")
-    assert proxy.forward(original, top_via, target) is None
+    core, _ = make_core(network=network)
+    core._targets = lambda fqdn: (Target(fqdn, "192.0.2.50", 5060, "udp"), None)  # type: ignore[method-assign]
+    core.message_received(request(vias=2), RecordingFlow())
     looped_event = parse_datagram(network.sent[0][2])
     assert isinstance(looped_event, MessageReceived) and isinstance(looped_event.message, Request)
-    looped = looped_event.message
     # The same request, coming back to us with our Via on top of the original stack.
-    assert proxy.forward(looped, looped.headers.get_all("Via")[0], target) == (482, "Loop Detected")
+    flow = RecordingFlow(remote=("192.0.2.50", 5060))
+    core.message_received(looped_event.message, flow)
+    assert (only_response(flow).status, only_response(flow).reason) == (482, "Loop Detected")
+    assert len(network.sent) == 1
 
 
 def test_local_assignment_without_registrar_gets_500() -> None:
@@ -408,6 +407,7 @@ def test_proxied_request_checks_proxy_require_not_require() -> None:
     flow = RecordingFlow()
     core.message_received(request(vias=2, extra="Require: path\r\n"), flow)
     assert flow.sent == [] and len(network.sent) == 1  # Require is for the home server
+    core, _ = make_core(network=network)  # a new request, not a retransmission
     core.message_received(request(vias=2, extra="Proxy-Require: sec-agree\r\n"), flow)
     response = only_response(flow)
     assert response.status == 420

@@ -32,6 +32,10 @@ START = 1_700_000_000.0
 SETTINGS = RegistrarSettings(min_expires=60, max_expires=7200, default_expires=3600)
 
 
+PROXY_VIA = "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKproxy"
+"""A second Via: the REGISTER came through a proxy, which is what may add Path."""
+
+
 def register(
     contacts: Sequence[str] = ("<sip:alice@192.0.2.10:5099>",),
     *,
@@ -248,7 +252,7 @@ class BadInputTests(RegistrarTestCase):
         self.assertTrue((reply.reason or "").startswith("Bad Contact header"), reply.reason)
 
     def test_a_bad_path_gets_400_naming_it(self) -> None:
-        reply = self.send(register(extra=["Path: not a uri"]))
+        reply = self.send(register(extra=[PROXY_VIA, "Path: not a uri"]))
         self.assertEqual((reply.status, reply.reason), (400, "Bad Path header"))
 
     def test_an_unsupported_required_extension_gets_420(self) -> None:
@@ -380,6 +384,7 @@ class PathAndServiceRouteTests(RegistrarTestCase):
         reply = self.send(
             register(
                 extra=[
+                    PROXY_VIA,
                     "Path: <sip:edge1.example.com;lr>",
                     "Path: <sip:edge2.example.com;lr>",
                     "Supported: path",
@@ -393,9 +398,17 @@ class PathAndServiceRouteTests(RegistrarTestCase):
         self.assertEqual(binding.path, ("<sip:edge1.example.com;lr>", "<sip:edge2.example.com;lr>"))
 
     def test_path_is_stored_but_not_echoed_to_a_client_that_does_not_support_it(self) -> None:
-        reply = self.send(register(extra=["Path: <sip:edge1.example.com;lr>"]))
+        reply = self.send(register(extra=[PROXY_VIA, "Path: <sip:edge1.example.com;lr>"]))
         self.assertEqual(header(reply, "Path"), [])
         self.assertEqual(self.bindings()[0].path, ("<sip:edge1.example.com;lr>",))
+
+    def test_path_from_a_directly_connected_client_is_ignored(self) -> None:
+        reply = self.send(
+            register(extra=["Path: <sip:attacker.example.net;lr>", "Supported: path"])
+        )
+        self.assertEqual(reply.status, 200)
+        self.assertEqual(header(reply, "Path"), [])
+        self.assertEqual(self.bindings()[0].path, ())
 
     def test_service_route_is_returned_when_configured(self) -> None:
         registrar = Registrar(

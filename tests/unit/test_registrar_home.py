@@ -13,7 +13,6 @@ from homeredirect.director.core import DirectorCore, DirectorSettings
 from homeredirect.director.interfaces import PolicyContext
 from homeredirect.director.policy import ViaCountPolicy
 from homeredirect.director.responses import ResponseFactory
-from homeredirect.director.stateless_proxy import StatelessProxy
 from homeredirect.director.targets import Target
 from homeredirect.registrar.home import (
     EveryoneHereResolver,
@@ -28,7 +27,7 @@ from homeredirect.resolve.interfaces import AddressOfRecord, IAssignmentResolver
 from homeredirect.sip.message import Request, Response
 from homeredirect.sip.parser import MessageReceived, parse_datagram
 from homeredirect.transaction.server import ServerTransactionTable
-from tests.unit.fakes import RecordingFlow, RecordingNetwork, TableResolver
+from tests.unit.fakes import RecordingFlow, RecordingNetwork, TableResolver, stateful_proxy
 
 ALICE = AddressOfRecord("alice", "example.com")
 PHONE = ("192.0.2.10", 5099)
@@ -42,7 +41,7 @@ class Home:
         self.clock.advance(1_000_000)
         self.store = MemoryLocationStore()
         self.network = RecordingNetwork()
-        proxy = StatelessProxy(self.network, b"secret")
+        proxy = stateful_proxy(self.network, self.clock)
         self.core = DirectorCore(
             settings=DirectorSettings(domains=frozenset({"example.com"})),
             resolver=resolver or EveryoneHereResolver("home1.example.com"),
@@ -152,9 +151,21 @@ def test_register_for_a_user_homed_elsewhere_is_redirected_there() -> None:
     assert len(home.store) == 0
 
 
-def test_a_call_to_a_user_homed_elsewhere_is_forwarded_there_not_redirected() -> None:
+def test_a_direct_call_to_a_user_homed_elsewhere_is_redirected_to_the_user_there() -> None:
     home = Home(TableResolver({"bob@example.com": "home2.example.com"}))
-    flow = home.receive(request(uri="sip:bob@example.com"))
+    response = only_response(home.receive(request(uri="sip:bob@example.com")))
+    assert (response.status, response.reason) == (302, "Moved Temporarily")
+    assert response.headers.get_all("Contact") == [
+        "<sip:bob@home2.example.com:5060;transport=udp>;q=0.7"
+    ]
+    assert home.network.sent == []
+
+
+def test_a_proxied_call_to_a_user_homed_elsewhere_is_forwarded_there() -> None:
+    home = Home(TableResolver({"bob@example.com": "home2.example.com"}))
+    second_via = "Via: SIP/2.0/UDP 192.0.2.60:5060;branch=z9hG4bKedge1\r\n"
+    call = request(uri="sip:bob@example.com").replace("Max-Forwards", second_via + "Max-", 1)
+    flow = home.receive(call)
     assert flow.messages() == []
     (sent,) = home.network.sent
     assert sent[:2] == ("UDP", ("home2.example.com", 5060))
@@ -173,15 +184,33 @@ def test_a_request_to_a_registered_user_goes_to_its_contact() -> None:
     assert len(forwarded.vias) == 2
 
 
-def test_a_cancel_follows_its_invite_to_the_same_binding_with_the_same_branch() -> None:
+def test_a_cancel_is_answered_200_and_cancels_the_invite_once_it_is_ringing() -> None:
     home = Home()
     home.receive(register())
-    home.receive(request("INVITE"))
-    home.receive(request("CANCEL"))
-    invite, cancel = home.forwarded()
-    assert (invite.method, cancel.method) == ("INVITE", "CANCEL")
+    caller = home.receive(request("INVITE"))
+    cancelling = home.receive(request("CANCEL"))
+    assert only_response(cancelling).status == 200
+    (invite,) = home.forwarded()  # RFC 3261 §9.1: no CANCEL before a provisional response
+    ringing = "\r\n".join(
+        [
+            "SIP/2.0 180 Ringing",
+            *(f"Via: {via}" for via in invite.headers.get_all("Via")),
+            "From: <sip:carol@example.com>;tag=c1",
+            "To: <sip:alice@example.com>;tag=a1",
+            "Call-ID: call1@x",
+            "CSeq: 1 INVITE",
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+    )
+    home.receive(ringing, RecordingFlow(remote=PHONE))
+    assert [m.status for m in caller.messages() if isinstance(m, Response)] == [180]
+    _, cancel = home.forwarded()
+    assert cancel.method == "CANCEL"
     assert str(cancel.uri) == str(invite.uri) == "sip:alice@192.0.2.10:5099"
     assert cancel.vias[0].branch == invite.vias[0].branch
+    assert home.network.sent[1][:2] == home.network.sent[0][:2]
 
 
 def test_a_request_to_a_user_without_binding_gets_480() -> None:
@@ -204,7 +233,9 @@ def test_options_to_the_server_itself_is_still_answered_200() -> None:
 
 def test_the_path_becomes_route_headers_and_the_request_goes_to_its_first_hop() -> None:
     home = Home()
-    home.receive(register(extra="Path: <sip:edge.example.com:5070;lr>\r\n"))
+    # The REGISTER came through the edge (two Vias): only then is its Path kept.
+    edge_via = "Via: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bKedge\r\n"
+    home.receive(register(extra=edge_via + "Path: <sip:edge.example.com:5070;lr>\r\n"))
     home.receive(request("INVITE", extra="Route: <sip:other.example.com;lr>\r\n"))
     (forwarded,) = home.forwarded()
     assert forwarded.headers.get_all("Route") == [

@@ -563,10 +563,11 @@ def test_bext01_option_tags_are_readable() -> None:
 def test_bext01_options_with_unknown_required_extensions_gets_420() -> None:
     """RFC 4475 §3.3.5: a UAS answers 420 Bad Extension naming both options."""
     from homeredirect.director.core import DirectorCore
-    from tests.unit.fakes import RecordingFlow
+    from tests.unit.fakes import RecordingFlow, TableResolver
     from tests.unit.test_director_core import make_core
 
-    core, _ = make_core()
+    # The director answers as a UAS when it redirects the user (one Via): 302 or 420.
+    core, _ = make_core(resolver=TableResolver({"user@example.com": "home1.example.com"}))
     assert isinstance(core, DirectorCore)
     event = parse_datagram((DATA / "bext01.dat").read_bytes())
     assert isinstance(event, MessageReceived)

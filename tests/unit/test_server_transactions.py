@@ -920,19 +920,3 @@ def test_any_sequence_of_events_is_handled_and_cleans_up(
     assert not [e for e in logged if "log_failure" in e]
     assert len(table) == 0
     assert clock.getDelayedCalls() == []
-
-
-def test_stateless_forwarding_forgets_the_transaction_so_retransmissions_reach_the_tu() -> None:
-    _, table, peer, transaction = start(request())
-    transaction.forwarded_statelessly()
-    assert len(table) == 0
-    assert not table.absorb(request())
-    assert peer.sent == []
-
-
-def test_stateless_forwarding_of_an_invite_sends_no_100_trying() -> None:
-    clock, table, peer, transaction = start(request("INVITE"))
-    transaction.forwarded_statelessly()
-    clock.advance(1)
-    assert len(table) == 0
-    assert peer.sent == []
