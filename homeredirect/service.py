@@ -15,12 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
+from homeredirect.auth.asserted_identity import AssertedIdentityGate
 from homeredirect.auth.factory import build_authenticator
 from homeredirect.config.schema import Config, ListenerConfig, Role
 from homeredirect.director.core import DirectorCore, DirectorSettings, LocalHandler
@@ -73,7 +74,7 @@ class ThreadPoolService(Service):
 
 
 class _TransactionTimers(Service):
-    def __init__(self, table: ServerTransactionTable | ClientTransactionTable) -> None:
+    def __init__(self, table: ServerTransactionTable | StatefulProxy) -> None:
         self._table = table
 
     def stopService(self) -> None:
@@ -184,7 +185,11 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
             record_route=proxying.record_route,
             path=proxying.path,
             retry_after=config.server.retry_after,
+            assert_identity=config.tls_client is not None
+            and config.tls_client.certificate is not None,
+            failover_timeout=proxying.failover_timeout,
         ),
+        clock=reactor,
     )
     location: LocationService | None = None
     local_handler: LocalHandler | None = None
@@ -199,6 +204,8 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
         )
     # The same view of [home_servers] names redirect targets and locates proxy targets.
     home_servers = HomeServerTargets(routing_config, reactor=reactor)
+    # Services the authenticator needs running (the winbind NTLM backend's helpers).
+    auth_services: list[IService] = []
     core = DirectorCore(
         settings=DirectorSettings(
             domains=frozenset(config.server.domains),
@@ -218,9 +225,13 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
         local_handler=local_handler,
         authenticator=None
         if config.auth is None
-        else build_authenticator(config.auth, reactor, reactor=reactor, pool=pool),
+        else build_authenticator(
+            config.auth, reactor, reactor=reactor, pool=pool, services=auth_services
+        ),
     )
     top = HomeRedirectService(config, core, resolver, registry, reactor)
+    for auth_service in auth_services:
+        auth_service.setServiceParent(top)
     if assignments is not None:
         top.assignments = assignments
         # Before the pool: children stop in reverse order, so the pool's threads are done
@@ -230,17 +241,20 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
     top.transactions = transactions
     top.proxy = proxy
     _TransactionTimers(transactions).setServiceParent(top)  # type: ignore[no-untyped-call]
-    _TransactionTimers(proxy.clients).setServiceParent(top)  # type: ignore[no-untyped-call]
+    _TransactionTimers(proxy).setServiceParent(top)  # type: ignore[no-untyped-call]
     if location is not None:
         location.setServiceParent(top)  # type: ignore[no-untyped-call]
     # [MS-SIPRE] §2.2.15: ms-edge-proxy-message-trust is kept only from trusted edges,
     # before the core sees a request; an edge marks its clients' requests.
     marking = config.server.role is Role.EDGE and (config.edge is None or config.edge.mark)
-    sink = EdgeTrustGate(
+    sink: IMessageSink = EdgeTrustGate(
         core,
         frozenset(config.policy.trusted_edges),
         mark=config.server.fqdn if marking else None,
     )
+    # RFC 3325 §5: an asserted identity is believed only from trusted servers, and removed
+    # from every other request before anything reads it.
+    sink = AssertedIdentityGate(sink, _identity_asserters(config))
     for listener in config.listeners:
         service = _listener_service(listener, config, sink, network, registry, reactor, top)
         service.setServiceParent(top)  # type: ignore[no-untyped-call]
@@ -325,6 +339,16 @@ def _listener_service(
         lambda: reactor.listenTCP(listener.port, serving, backlog=1024, interface=listener.host),
         bound_stream,
     )
+
+
+def _identity_asserters(config: Config) -> frozenset[str]:
+    """The servers whose P-Asserted-Identity is believed: `[auth] trusted_peers`, by
+    default the `allowed_peers` of the TLS listeners; none without `[auth]`."""
+    if config.auth is None:
+        return frozenset()
+    if config.auth.trusted_peers is not None:
+        return frozenset(config.auth.trusted_peers)
+    return frozenset(peer for listener in config.listeners for peer in listener.allowed_peers)
 
 
 def _client_tls_factory(config: Config) -> Callable[[str], IOpenSSLClientConnectionCreator]:

@@ -9,6 +9,7 @@ a prober which users exist (issue "Authentication before redirect": no user enum
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from attrs import frozen
@@ -72,6 +73,7 @@ class SipDigestCredentials:
         return responses_match(expected, self.response)
 
 
+@lru_cache(maxsize=4096)
 def aor_of_username(username: str, realm: str) -> AddressOfRecord | None:
     """The account a Digest username names: `alice@example.com` as is, `alice` in realm
     `example.com` as `alice@example.com`; None if neither makes an AOR."""
@@ -130,5 +132,16 @@ class SipIdentityRealm:
     ) -> tuple[Any, AuthenticatedUser, Callable[[], None]]:
         if IAuthenticatedUser not in interfaces:
             raise NotImplementedError("only IAuthenticatedUser avatars")
-        aor = AddressOfRecord.parse(avatarId if isinstance(avatarId, str) else avatarId.decode())
-        return IAuthenticatedUser, AuthenticatedUser(aor), lambda: None
+        aor = _aor_of_avatar_id(avatarId if isinstance(avatarId, str) else avatarId.decode())
+        return IAuthenticatedUser, AuthenticatedUser(aor), _no_logout
+
+
+def _no_logout() -> None:
+    """Nothing to release: an avatar is a value."""
+
+
+@lru_cache(maxsize=4096)
+def _aor_of_avatar_id(avatar_id: str) -> AddressOfRecord:
+    """The checker's avatar ids are AORs it produced; parsing one is cached (a busy
+    director authenticates the same users over and over)."""
+    return AddressOfRecord.parse(avatar_id)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+
+from twisted.application.service import IService
 from twisted.cred.portal import Portal
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import IReactorFromThreads, IReactorProcess, IReactorTime
 from twisted.python.threadpool import ThreadPool
 
 from homeredirect.auth.authenticator import DigestAuthenticator
@@ -20,6 +23,8 @@ from homeredirect.auth.ntlm.accounts import (
     NtlmAccountsError,
     read_ntlm_accounts,
 )
+from homeredirect.auth.ntlm.interfaces import INtlmResponseChecker
+from homeredirect.auth.ntlm.winbind import WinbindChecker
 from homeredirect.auth.sipae import NtlmSipAuthenticator, SchemeAuthenticators, SecurityAssociations
 from homeredirect.config.auth import AuthConfig
 
@@ -32,11 +37,14 @@ def build_authenticator(
     *,
     reactor: IReactorFromThreads | None = None,
     pool: ThreadPool | None = None,
+    services: list[IService] | None = None,
 ) -> IRequestAuthenticator:
     """Read the credentials and nonce secret (start-up, before the reactor runs, so
     synchronously) and assemble an authenticator per configured scheme; several are
     offered side by side, in the configured order. Kerberos accepts tokens in `pool`, a
-    thread pool the caller owns, and needs `reactor` to come back from it.
+    thread pool the caller owns, and needs `reactor` to come back from it. NTLM with the
+    winbind backend appends to `services` the service running its `ntlm_auth` helpers
+    (spawned through `reactor`), which the caller must start and stop.
 
     Raise `CredentialsFileError` for an unusable credentials or secret file, keytab or
     service principal.
@@ -47,7 +55,7 @@ def build_authenticator(
         if scheme == "digest":
             schemes.append((scheme, _digest(config, clock, limiter)))
         elif scheme == "ntlm":
-            schemes.append((scheme, _ntlm(config, clock, limiter)))
+            schemes.append((scheme, _ntlm(config, clock, limiter, reactor, services)))
         elif scheme == "kerberos":
             schemes.append((scheme, _kerberos(config, clock, limiter, reactor, pool)))
     if len(schemes) == 1:
@@ -80,13 +88,16 @@ def _digest(
     )
 
 
-def _ntlm(config: AuthConfig, clock: IReactorTime, limiter: FailureLimiter) -> NtlmSipAuthenticator:
-    """[MS-SIPAE] NTLM with NT hashes from `ntlm_credentials`."""
-    assert config.ntlm_credentials is not None and config.targetname is not None
-    try:
-        accounts = read_ntlm_accounts(config.ntlm_credentials)
-    except NtlmAccountsError as e:
-        raise CredentialsFileError(str(e)) from e
+def _ntlm(
+    config: AuthConfig,
+    clock: IReactorTime,
+    limiter: FailureLimiter,
+    reactor: object = None,
+    services: list[IService] | None = None,
+) -> NtlmSipAuthenticator:
+    """[MS-SIPAE] NTLM with NT hashes from `ntlm_credentials`, or checked at the domain
+    controller through `ntlm_auth` (`ntlm_backend = "winbind"`)."""
+    assert config.targetname is not None
     netbios = config.netbios_domain
     names = ServerNames(
         netbios_domain=netbios,
@@ -94,7 +105,17 @@ def _ntlm(config: AuthConfig, clock: IReactorTime, limiter: FailureLimiter) -> N
         dns_computer=config.targetname,
         dns_domain=config.realm,
     )
-    checker = NtHashChecker(accounts, AccountNames(netbios, config.realm))
+    account_names = AccountNames(netbios, config.realm)
+    checker: INtlmResponseChecker
+    if config.ntlm_backend == "winbind":
+        checker = _winbind(config, account_names, clock, reactor, services)
+    else:
+        assert config.ntlm_credentials is not None  # AuthConfig requires it for "file"
+        try:
+            accounts = read_ntlm_accounts(config.ntlm_credentials)
+        except NtlmAccountsError as e:
+            raise CredentialsFileError(str(e)) from e
+        checker = NtHashChecker(accounts, account_names)
     return NtlmSipAuthenticator(
         required=config.required,
         acceptor=NtlmAcceptor(checker, names, clock),
@@ -106,6 +127,38 @@ def _ntlm(config: AuthConfig, clock: IReactorTime, limiter: FailureLimiter) -> N
         limiter=limiter,
         clock=clock,
     )
+
+
+WINBIND_MAX_PENDING = 64
+"""NTLM logons waiting for ntlm_auth at once; more get no verdict rather than a queue."""
+
+
+def _winbind(
+    config: AuthConfig,
+    names: AccountNames,
+    clock: IReactorTime,
+    reactor: object,
+    services: list[IService] | None,
+) -> WinbindChecker:
+    if services is None or not IReactorProcess.providedBy(reactor):
+        raise ValueError("the winbind NTLM backend needs a process reactor and a service list")
+    program = shutil.which(config.ntlm_auth[0])
+    if program is None:
+        raise CredentialsFileError(
+            f"ntlm_auth: cannot find {config.ntlm_auth[0]} (Debian package winbind)"
+        )
+    checker = WinbindChecker(
+        [program, *config.ntlm_auth[1:]],
+        names,
+        IReactorProcess(reactor),
+        clock,
+        helpers=config.ntlm_auth_helpers,
+        timeout=config.ntlm_auth_timeout,
+        max_pending=WINBIND_MAX_PENDING,
+        env=None,
+    )
+    services.append(checker)
+    return checker
 
 
 KERBEROS_MAX_PENDING = 64

@@ -41,6 +41,7 @@ from homeredirect.auth.interfaces import IRequestAuthenticator
 from homeredirect.auth.limiter import FailureLimiter
 from homeredirect.auth.ntlm.acceptor import EstablishedContext, NtlmAcceptor, PendingContext
 from homeredirect.auth.ntlm.messages import NtlmMessageError, parse_authenticate
+from homeredirect.auth.ntlm.winbind import WinbindUnavailable
 from homeredirect.auth.outcomes import Authenticated, AuthOutcome, Challenge, Refused
 from homeredirect.auth.signature import SignedFields, signature_string
 from homeredirect.logs import FilteredLogger
@@ -317,6 +318,13 @@ class NtlmSipAuthenticator:
         return Authenticated(context.account, sign=self._signer(association, proxy))
 
     def _failed(self, failure: Failure, source: str, user: str, proxy: bool) -> AuthOutcome:
+        if failure.check(WinbindUnavailable):
+            log.warn(
+                "no NTLM verdict for {user} from the domain controller: {reason}",
+                user=user,
+                reason=str(failure.value),
+            )
+            return Refused(503, "Authentication service unavailable")
         if not failure.check(UnauthorizedLogin):
             log.failure("NTLM check failed for {user}", failure, user=user)
             return Refused(500, "Authentication failed")

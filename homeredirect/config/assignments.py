@@ -8,7 +8,7 @@ backends (LDAP, SQL, Redis) keep in memory and how long they serve it through an
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeAlias
@@ -30,6 +30,7 @@ from homeredirect.config.fields import (
     optional,
     to_path,
     to_seconds,
+    to_strings,
 )
 
 __all__ = [
@@ -100,14 +101,6 @@ class RedisAssignmentsConfig:
     )
 
 
-def _to_uris(value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, list | tuple):
-        return value  # type: ignore[return-value]  # the validator rejects it
-    return tuple(value)
-
-
 def _check_uris(instance: object, attribute: Any, value: tuple[str, ...]) -> None:
     expected = 'a non-empty array of LDAP URIs such as "ldap://dc1.example.com"'
     if not isinstance(value, tuple) or not value:
@@ -153,7 +146,7 @@ class LdapAssignmentsConfig:
 
     backend: ClassVar[str] = "ldap"
 
-    uris: tuple[str, ...] = field(converter=_to_uris, validator=_check_uris)
+    uris: tuple[str, ...] = field(converter=to_strings, validator=_check_uris)
     base_dn: str = field(validator=Expect("a distinguished name", is_text))
     bind_dn: str | None = field(
         default=None, validator=Expect("a distinguished name", optional(is_text))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -19,12 +19,13 @@ from homeredirect.config.fields import (
     integer,
     is_header_text,
     is_hostname_text,
-    lower,
     lower_optional,
     one_of,
     optional,
+    to_domains,
     to_path,
     to_seconds,
+    to_strings,
 )
 
 __all__ = ["AVAILABLE_SCHEMES", "DIGEST_ALGORITHMS", "AuthConfig"]
@@ -33,14 +34,17 @@ AVAILABLE_SCHEMES = ("digest", "ntlm", "kerberos")
 """Schemes this version can run."""
 PLANNED_SCHEMES: tuple[str, ...] = ()
 DIGEST_ALGORITHMS = ("SHA-512-256", "SHA-256", "MD5")
+NTLM_BACKENDS = ("file", "winbind")
+DEFAULT_NTLM_AUTH = ("/usr/bin/ntlm_auth",)
 
 
-def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, list | tuple):
-        return value  # type: ignore[return-value]  # the validator rejects it
-    return tuple(value)
+def _is_command(value: object) -> bool:
+    """A non-empty array of non-empty strings without NUL (an argv)."""
+    return (
+        isinstance(value, tuple)
+        and len(value) > 0
+        and all(isinstance(arg, str) and arg and "\0" not in arg for arg in value)
+    )
 
 
 class _Subset(Expect):
@@ -81,13 +85,6 @@ def _is_service_principal(value: object) -> bool:
     name, _, realm = value.partition("@")
     service, slash, host = name.partition("/")
     return bool(service and slash and host) and " " not in value and "@" not in realm
-
-
-def _to_peer_names(value: object) -> object:
-    """Lowercase and de-duplicate FQDNs; None (the key left out) stays None."""
-    if not isinstance(value, list | tuple):
-        return value  # None, or something the validator rejects
-    return tuple(dict.fromkeys(lower(name) if isinstance(name, str) else name for name in value))
 
 
 def _is_peer_names(value: object) -> bool:
@@ -139,8 +136,18 @@ class AuthConfig:
     - `nonce_lifetime`: seconds a nonce is valid before `stale=true` (default 300).
     - `max_failures`, `failure_window`: after this many failures within the window (seconds)
       from one address or against one user, answer 403 until it passes (10 and 60).
-    - `ntlm_credentials` (required for ntlm, the file must exist): CSV `user,nt_hash` (the
-      MD4 of the UTF-16LE password, 32 hex digits) or `user,password`; `user` is the AOR.
+    - `ntlm_backend`: where NTLM responses are checked: `"file"` (default, NT hashes from
+      `ntlm_credentials`) or `"winbind"` (at the Active Directory domain controllers,
+      through Samba's `ntlm_auth`; the host must be joined to the domain, winbindd running).
+    - `ntlm_credentials` (required for the file backend, the file must exist): CSV
+      `user,nt_hash` (the MD4 of the UTF-16LE password, 32 hex digits) or `user,password`;
+      `user` is the AOR.
+    - `ntlm_auth` (winbind): the helper's command line as an array (default
+      `["/usr/bin/ntlm_auth"]`; `--helper-protocol=ntlm-server-1` is appended), e.g. with
+      `"--configfile=/etc/samba/smb.conf"`; a bare program name is looked up in PATH.
+    - `ntlm_auth_helpers` (winbind): helper processes kept running (default 2).
+    - `ntlm_auth_timeout` (winbind): seconds a logon may wait for the domain controller's
+      verdict before it fails (default 5).
     - `targetname` (required for ntlm): this server's FQDN, the NTLM `targetname`.
     - `ntlm_domain`: the NetBIOS domain whose users (`DOMAIN\\alice`) are `alice@realm`
       (default: the realm's first label, upper-cased).
@@ -170,12 +177,12 @@ class AuthConfig:
     )
     schemes: tuple[str, ...] = field(
         default=("digest",),
-        converter=_to_tuple,
+        converter=to_strings,
         validator=_Subset(AVAILABLE_SCHEMES, PLANNED_SCHEMES),
     )
     credentials: Path | None = field(default=None, converter=to_path, validator=PATH, metadata=FILE)
     algorithms: tuple[str, ...] = field(
-        default=DIGEST_ALGORITHMS, converter=_to_tuple, validator=_Subset(DIGEST_ALGORITHMS)
+        default=DIGEST_ALGORITHMS, converter=to_strings, validator=_Subset(DIGEST_ALGORITHMS)
     )
     nonce_secret_file: Path | None = field(
         default=None, converter=to_path, validator=PATH, metadata=FILE
@@ -183,9 +190,17 @@ class AuthConfig:
     nonce_lifetime: float = field(default=300.0, converter=to_seconds, validator=SECONDS)
     max_failures: int = field(default=10, validator=integer(1))
     failure_window: float = field(default=60.0, converter=to_seconds, validator=SECONDS)
+    ntlm_backend: str = field(default="file", validator=one_of(*NTLM_BACKENDS))
     ntlm_credentials: Path | None = field(
         default=None, converter=to_path, validator=PATH, metadata=FILE
     )
+    ntlm_auth: tuple[str, ...] = field(
+        default=DEFAULT_NTLM_AUTH,
+        converter=to_strings,
+        validator=Expect('a command line such as ["/usr/bin/ntlm_auth"]', _is_command),
+    )
+    ntlm_auth_helpers: int = field(default=2, validator=integer(1, 64))
+    ntlm_auth_timeout: float = field(default=5.0, converter=to_seconds, validator=SECONDS)
     targetname: str | None = field(
         default=None,
         converter=lower_optional,
@@ -212,7 +227,7 @@ class AuthConfig:
     )
     trusted_peers: tuple[str, ...] | None = field(
         default=None,
-        converter=_to_peer_names,
+        converter=to_domains,
         validator=Expect("an array of hostnames", _is_peer_names),
     )
 
@@ -220,8 +235,10 @@ class AuthConfig:
         if "digest" in self.schemes and self.credentials is None:
             raise InvalidField("credentials", 'a file path (required for "digest")', None)
         if "ntlm" in self.schemes:
-            if self.ntlm_credentials is None:
-                raise InvalidField("ntlm_credentials", 'a file path (required for "ntlm")', None)
+            if self.ntlm_backend == "file" and self.ntlm_credentials is None:
+                raise InvalidField(
+                    "ntlm_credentials", 'a file path (required for the "file" ntlm_backend)', None
+                )
             if self.targetname is None:
                 raise InvalidField("targetname", 'a host name (required for "ntlm")', None)
         if "kerberos" in self.schemes and self.kerberos_principal is None:

@@ -121,8 +121,19 @@ def to_seconds(value: float) -> float:
     return float(value) if is_int else value
 
 
+def to_strings(value: Iterable[str]) -> tuple[str, ...]:
+    """An array of strings as a tuple, and one string alone as an array of one (`uris =
+    "ldap://dc1"` names one server); leave anything else for the validator to reject."""
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list | tuple):
+        return value  # type: ignore[return-value]  # the validator rejects it
+    return tuple(value)
+
+
 def to_domains(value: Iterable[str]) -> tuple[str, ...]:
-    """Lowercase and de-duplicate domains, keeping the order they were written in."""
+    """Lowercase and de-duplicate domains (or host names), keeping the order they were
+    written in."""
     if not isinstance(value, list | tuple):
         return value  # type: ignore[return-value]  # the validator rejects it
     return tuple(dict.fromkeys(lower(domain) for domain in value))

@@ -49,26 +49,6 @@ __all__ = ["load_config", "parse_config"]
 
 _T = TypeVar("_T", bound=AttrsInstance)
 
-# Where each Config field is written in the file, for messages.
-_LOCATIONS = {
-    "edge.next_hop": "[edge].next_hop",
-    "server": "[server]",
-    "listeners": "[[listen]]",
-    "limits": "[limits]",
-    "log": "[log]",
-    "assignments": "[assignments]",
-    "policy": "[policy]",
-    "cache": "[cache]",
-    "location": "[location]",
-    "registrar": "[registrar]",
-    "proxy": "[proxy]",
-    "dns": "[dns]",
-    "auth": "[auth]",
-    "locator": "[locator]",
-    "tls_client": "[tls_client]",
-    "edge": "[edge]",
-    "home_servers": "[home_servers]",
-}
 # Top-level TOML keys and how they are written.
 _TABLES = {
     "server": "[server]",
@@ -87,6 +67,14 @@ _TABLES = {
     "tls_client": "[tls_client]",
     "edge": "[edge]",
     "home_servers": "[home_servers]",
+}
+# Where each Config field is written in the file, for messages: each field comes from the
+# table of its name, but for `listeners` (the [[listen]] tables); `edge.next_hop` is checked
+# by Config itself, against the listeners.
+_LOCATIONS = {
+    **{name: written for name, written in _TABLES.items() if name != "listen"},
+    "listeners": _TABLES["listen"],
+    "edge.next_hop": "[edge].next_hop",
 }
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_POSITION = re.compile(

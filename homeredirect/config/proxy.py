@@ -26,6 +26,12 @@ class ProxyConfig:
     - `t1`, `t2`, `t4`: the RFC 3261 §17.1.1.1 timer values in seconds (defaults 0.5, 4, 5)
       of the server and client transactions: a next hop that never answers costs 64*T1
       (Timer B/F) before the client gets 408.
+    - `failover_timeout`: seconds a forwarded request may go without any response at all
+      from a target before that target is given up and the next one (its SRV peers, its
+      backup, RFC 3263 §4.3) is tried; default 4 (8*T1: over UDP, four copies were sent).
+      A target that answered, even 100 Trying, keeps its Timer B/F, and so does the last
+      target: with nothing left to try the client gets 408 only when Timer B/F fires. A
+      value of 64*T1 or more never fires first, which turns failover on silence off.
     """
 
     record_route: bool = field(default=False, validator=BOOLEAN)
@@ -34,6 +40,7 @@ class ProxyConfig:
     t1: float = field(default=0.5, converter=to_seconds, validator=SECONDS)
     t2: float = field(default=4.0, converter=to_seconds, validator=SECONDS)
     t4: float = field(default=5.0, converter=to_seconds, validator=SECONDS)
+    failover_timeout: float = field(default=4.0, converter=to_seconds, validator=SECONDS)
 
     def __attrs_post_init__(self) -> None:
         if self.t2 < self.t1:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from homeredirect.config.fields import (
     one_of,
     to_path,
     to_seconds,
+    to_strings,
 )
 from homeredirect.sip.errors import SipParseError
 from homeredirect.sip.uri import SipUri, parse_uri
@@ -52,14 +52,6 @@ class LocationConfig:
     )
 
 
-def _to_routes(value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, list | tuple):
-        return value  # type: ignore[return-value]  # the validator rejects it
-    return tuple(value)
-
-
 def _check_routes(instance: object, attribute: Any, value: tuple[str, ...]) -> None:
     if not isinstance(value, tuple):
         raise InvalidField(attribute.name, "an array of SIP URIs", value)
@@ -88,7 +80,7 @@ class RegistrarConfig:
     max_expires: int = field(default=7200, validator=integer(1, 2**31 - 1))
     default_expires: int = field(default=3600, validator=integer(1, 2**31 - 1))
     service_route: tuple[str, ...] = field(
-        default=(), converter=_to_routes, validator=_check_routes
+        default=(), converter=to_strings, validator=_check_routes
     )
     purge_interval: float = field(default=30.0, converter=to_seconds, validator=SECONDS)
 

@@ -33,6 +33,7 @@ from homeredirect.config.dns import DnsConfig
 from homeredirect.config.edge import EdgeConfig
 from homeredirect.config.errors import InvalidField
 from homeredirect.config.fields import (
+    BOOLEAN,
     FILE,
     PATH,
     Domains,
@@ -171,10 +172,11 @@ class ServerConfig:
     )
 
 
-def _to_peer_names(value: Iterable[str]) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple):
-        return value  # type: ignore[return-value]  # the validator rejects it
-    return tuple(dict.fromkeys(lower(name) if isinstance(name, str) else name for name in value))
+# The peers a listener or a director trusts, by the names in their certificates.
+_PEER_NAMES = Expect(
+    "an array of hostnames",
+    lambda value: isinstance(value, tuple) and all(map(is_hostname_text, value)),
+)
 
 
 @frozen(kw_only=True)
@@ -216,19 +218,12 @@ class ListenerConfig:
         default=None, converter=to_path, validator=PATH, metadata=FILE
     )
     ca: Path | None = field(default=None, converter=to_path, validator=PATH, metadata=FILE)
-    request_client_certificate: bool = field(
-        default=False, validator=Expect("true or false", lambda value: isinstance(value, bool))
-    )
-    require_client_certificate: bool = field(
-        default=False, validator=Expect("true or false", lambda value: isinstance(value, bool))
-    )
+    request_client_certificate: bool = field(default=False, validator=BOOLEAN)
+    require_client_certificate: bool = field(default=False, validator=BOOLEAN)
     allowed_peers: tuple[str, ...] = field(
         default=(),
-        converter=_to_peer_names,
-        validator=Expect(
-            "an array of hostnames",
-            lambda value: isinstance(value, tuple) and all(map(is_hostname_text, value)),
-        ),
+        converter=to_domains,
+        validator=_PEER_NAMES,
     )
 
     @port.default
@@ -349,11 +344,8 @@ class PolicyConfig:
     )
     trusted_edges: tuple[str, ...] = field(
         default=(),
-        converter=_to_peer_names,
-        validator=Expect(
-            "an array of hostnames",
-            lambda value: isinstance(value, tuple) and all(map(is_hostname_text, value)),
-        ),
+        converter=to_domains,
+        validator=_PEER_NAMES,
     )
 
     @redirect_reason.default

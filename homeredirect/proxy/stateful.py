@@ -6,9 +6,11 @@ validates it (§16.3: Max-Forwards, loops), adds its Via, Record-Route and Path
 (§16.6, RFC 3327 §4) and starts a client transaction to the first target (§16.6 step
 10, `ClientTransactionTable`); the caller gives the others (the home server's further
 addresses and its backup's, RFC 3263 §4.3) for failover, each tried with a branch of its
-own when the one before times out, cannot be reached or answers 503.  The targets are
-chosen by the caller (the routing policy, or a registered user's binding), never by what
-the request says, so a client cannot steer the proxy elsewhere.
+own when the one before times out, cannot be reached or answers 503; one that has sent
+no response at all within `[proxy] failover_timeout` is given up for the next rather
+than waited on for its whole Timer B/F (see `ResponseContext`).  The targets are chosen
+by the caller (the routing policy, or a registered user's binding), never by what the
+request says, so a client cannot steer the proxy elsewhere.
 
 `ResponseContext` is the transaction user of those client transactions (§16.7): 1xx
 other than 100 go upstream at once, a 2xx goes at once (and, for an INVITE, every later
@@ -27,8 +29,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from attrs import frozen
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from homeredirect.auth.asserted_identity import with_asserted_identity
 from homeredirect.director.responses import ResponseFactory
 from homeredirect.director.targets import Target
 from homeredirect.logs import FilteredLogger
@@ -42,6 +46,7 @@ from homeredirect.proxy.routing import (
     pop_own_route,
     supports,
 )
+from homeredirect.resolve.interfaces import AddressOfRecord
 from homeredirect.sip.errors import SipParseError
 from homeredirect.sip.headers import split_list
 from homeredirect.sip.message import Headers, Request, Response
@@ -50,6 +55,7 @@ from homeredirect.transaction.client import ClientTransactionTable, DuplicateCli
 from homeredirect.transaction.interfaces import IClientTransaction, IClientTransactionUser
 from homeredirect.transaction.keys import TransactionKey, server_transaction_key
 from homeredirect.transaction.server import ServerTransaction
+from homeredirect.transaction.timers import FixedDelayQueue, TimerHandle
 from homeredirect.transport.interfaces import ISipNetwork
 
 __all__ = ["ProxySettings", "ResponseContext", "StatefulProxy", "Upstream"]
@@ -59,11 +65,21 @@ log = FilteredLogger()
 
 @frozen
 class ProxySettings:
-    """The `[proxy]` choices the core reads per request, and `[server] retry_after`."""
+    """The `[proxy]` choices the core reads per request, and `[server] retry_after`.
+
+    `assert_identity`: we present a client certificate (`[tls_client]`) on the TLS
+    connections we open, so a request proxied over one to a server the policy chose may
+    carry the identity its client authenticated as (RFC 3325, `with_asserted_identity`).
+
+    `failover_timeout`: `[proxy] failover_timeout`, how long a branch may hear nothing at
+    all before the next target is tried (`ResponseContext`).
+    """
 
     record_route: bool = False
     path: str = "supported"  # "supported" | "always" | "never"
     retry_after: int = 30
+    assert_identity: bool = False
+    failover_timeout: float = 4.0
 
 
 class Upstream:
@@ -98,18 +114,26 @@ class StatefulProxy:
         responses: ResponseFactory,
         secret: bytes,
         settings: ProxySettings,
+        clock: IReactorTime,
     ) -> None:
         self.clients = clients
         self._network = network
         self._responses = responses
         self._branches = BranchScheme(secret)
         self._settings = settings
+        # One queue for every branch's failover timer: one pending DelayedCall in all.
+        self._failover_timers = FixedDelayQueue(clock, settings.failover_timeout)
         # INVITE response contexts by their server transaction's key, for CANCEL (§16.10).
         self._contexts: dict[TransactionKey, ResponseContext] = {}
 
     def __len__(self) -> int:
         """The number of INVITE response contexts still waiting for a final response."""
         return len(self._contexts)
+
+    def stop(self) -> None:
+        """Cancel every timer, ours and the client transactions' (service stop)."""
+        self._failover_timers.stop()
+        self.clients.stop()
 
     # -- requests -----------------------------------------------------------------
 
@@ -122,6 +146,7 @@ class StatefulProxy:
         strip_routes: bool = False,
         strip_path: bool = False,
         path: bool = False,
+        identity: AddressOfRecord | None = None,
     ) -> None:
         """Forward *upstream*'s request to *target* in a client transaction, or answer it
         (483 Too Many Hops, 482 Loop Detected, 502 with no transport to any target).
@@ -133,6 +158,8 @@ class StatefulProxy:
         (the caller chose the next hop and nothing beyond it is to be followed);
         *strip_path* drops Path headers a client put in (RFC 3327 §5.1: only proxies add
         Path); *path* adds our own Path to a REGISTER as `[proxy] path` says (RFC 3327 §4).
+        *identity* is who the client authenticated as here: asserted to a target reached
+        over mutual TLS (RFC 3325 §5), removed from every other copy.
         """
         request = upstream.request
         try:
@@ -151,7 +178,9 @@ class StatefulProxy:
             return
 
         def copy_for(next_target: Target, index: int) -> Request | None:
-            return self._copy_for(upstream, next_target, index, strip_routes, strip_path, path)
+            return self._copy_for(
+                upstream, next_target, index, strip_routes, strip_path, path, identity
+            )
 
         context = ResponseContext(self, upstream, (target, *failover), copy_for)
         if request.method == "INVITE":
@@ -166,6 +195,7 @@ class StatefulProxy:
         strip_routes: bool,
         strip_path: bool,
         path: bool,
+        identity: AddressOfRecord | None = None,
     ) -> Request | None:
         """The copy of *upstream*'s request for the *index*-th target tried (§16.6 steps
         3-8): our Via for the target's transport, with a branch of its own; None (logged)
@@ -192,7 +222,7 @@ class StatefulProxy:
         if path and method == "REGISTER" and self._wants_path(request):
             outbound = ";ob" if supports(request, "outbound") else ""
             path_value = f"<{uri}{outbound}>"
-        return forwarded_request(
+        copy = forwarded_request(
             request,
             Forwarding(
                 own_via=f"SIP/2.0/{transport} {ours};branch={branch};rport",
@@ -203,6 +233,10 @@ class StatefulProxy:
                 strip_path=strip_path,
             ),
         )
+        # RFC 3325 §5: an identity travels only to a next hop we trust, which is one whose
+        # certificate the TLS connection verifies while presenting ours (mutual TLS).
+        trusted = self._settings.assert_identity and transport == "TLS"
+        return with_asserted_identity(copy, identity if trusted else None)
 
     def dialog_token(self, call_id: str) -> str:
         """The `hr` parameter of our Record-Route URI: a keyed hash of the Call-ID, so that
@@ -327,6 +361,22 @@ class ResponseContext:
     provisional response and then times out (Timer C, §16.8) is not retried: the next hop
     was there. Forking (several branches at once, `start_branch`) is possible; the proxy
     does not fork today.
+
+    A branch that has heard nothing at all (not even 100 Trying) `failover_timeout`
+    seconds after its request went out, while another target is left, is given up and
+    the next target tried. Waiting for its Timer B/F (64*T1, 32 s) would be useless: a
+    client behind us has the same 32 s (§17.1.1.2, §17.1.2.2), so it would time out at the
+    moment we tried the backup. The default, 4 s = 8*T1, is four copies over UDP (Timer E
+    at 0, 0.5, 1.5 and 3.5 s) where a live server answers a REGISTER within about T1 or
+    sends 100 Trying within 200 ms of an INVITE (§17.2.1), and it leaves a home server,
+    its SRV peer and a backup each a turn well inside the client's 32 s. This is the
+    no-response timer that Kamailio (`fr_timer`) and OpenSIPS (`fr_timeout`) put on each
+    branch, which both lower to a few seconds for gateway failover. The branch's client
+    transaction is then ended through `transport_error` (its §17.1.4 path: timers
+    cancelled, removed from the table; for an INVITE in Calling, no CANCEL may be sent,
+    §9.1) and counts as a 408 (§16.8: no provisional response is "as if ... a 408").
+    The last target keeps its full Timer B/F: with no other target, giving up early
+    would only turn a slow answer into a 408.
     """
 
     __slots__ = (
@@ -335,6 +385,7 @@ class ResponseContext:
         "_cancelled",
         "_copy",
         "_ended",
+        "_failover",
         "_final_sent",
         "_heard",
         "_index",
@@ -366,6 +417,8 @@ class ResponseContext:
         self._targets = deque(targets)
         self._copy = copy
         self._index = 0
+        # The failover timers of branches that have heard nothing yet.
+        self._failover: dict[TransactionKey, TimerHandle] = {}
 
     def try_next(self) -> None:
         """Start a branch to the next target not tried yet (RFC 3263 §4.3), skipping those
@@ -404,11 +457,16 @@ class ResponseContext:
             return
         self._branches[transaction.key] = (transaction, channel)
         channel.attach(transaction)
+        if self._targets and not self._cancelled:
+            self._failover[transaction.key] = self._proxy._failover_timers.schedule(
+                lambda: self._failover_fired(transaction)
+            )
 
     def cancel_pending(self) -> None:
         """§16.10: cancel every branch still waiting, and try no further targets; their
         487s come back as usual."""
         self._cancelled = True
+        self._stop_failover_timers()
         for transaction, _ in tuple(self._branches.values()):
             cancel = getattr(transaction, "cancel", None)
             if cancel is not None:
@@ -418,6 +476,7 @@ class ResponseContext:
 
     def provisional_response(self, transaction: IClientTransaction, response: Response) -> None:
         self._heard.add(transaction.key)
+        self._stop_failover_timer(transaction.key)
         # §16.7 step 5: 1xx other than 100 go upstream at once, until a final one did.
         if response.status > 100 and not self._final_sent:
             self._upstream.transaction.respond(_without_top_via(response))
@@ -461,6 +520,24 @@ class ResponseContext:
         if self._branch_ended(transaction):
             self._fail_over(self._proxy._local_response(self._upstream, 503), transaction)
 
+    def _failover_fired(self, transaction: IClientTransaction) -> None:
+        """`failover_timeout` passed with no response on *transaction*'s branch: end it
+        (no CANCEL: nothing says the next hop has the request, §9.1) and try the next."""
+        key = transaction.key
+        self._failover.pop(key, None)
+        if key in self._heard or not self._branch_ended(transaction):
+            return
+        log.info(
+            "no response to {key} within {timeout} s; giving its target up",
+            key=key,
+            timeout=self._proxy._settings.failover_timeout,
+            remaining=len(self._targets),
+        )
+        # The branch has ended for us already, so the transaction's own report of this
+        # (transport_failed) is ignored; it terminates, leaving nothing behind.
+        transaction.transport_error()
+        self._fail_over(self._proxy._local_response(self._upstream, 408), transaction)
+
     # -- choosing the best response ------------------------------------------------
 
     def _fail_over(self, response: Response, transaction: IClientTransaction) -> None:
@@ -485,14 +562,28 @@ class ResponseContext:
             return False
         self._ended.add(key)
         self._heard.discard(key)
+        self._stop_failover_timer(key)
         branch = self._branches.pop(key, None)
         if branch is not None:
             branch[1].close()
         return True
 
+    def _stop_failover_timer(self, key: TransactionKey) -> None:
+        handle = self._failover.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _stop_failover_timers(self) -> None:
+        for handle in self._failover.values():
+            handle.cancel()
+        self._failover.clear()
+
     def _consider(self, response: Response) -> None:
+        # Within a class the later response wins (§16.7 step 6 leaves the choice open):
+        # targets are tried in turn, so it comes from the target that took the request
+        # after the ones before it timed out or failed (a 486 beats our own 408).
         best = self._best
-        if best is None or _rank(response.status) < _rank(best.status):
+        if best is None or _rank(response.status) <= _rank(best.status):
             self._best = response
 
     def _maybe_finish(self) -> None:
@@ -504,5 +595,6 @@ class ResponseContext:
         self._final_sent = True
         self._best = None
         self._targets.clear()
+        self._stop_failover_timers()
         self._proxy._finished(self._upstream)
         self._upstream.transaction.respond(response)

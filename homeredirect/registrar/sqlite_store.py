@@ -49,6 +49,7 @@ from homeredirect.registrar.location import (
     bindings_to_json,
 )
 from homeredirect.resolve.interfaces import AddressOfRecord
+from homeredirect.sqlite_wal import enable_wal
 
 __all__ = ["SqliteLocationStore"]
 
@@ -187,9 +188,9 @@ class SqliteLocationStore:
                 isolation_level=None,
             )
             try:
-                connection.execute("PRAGMA journal_mode = WAL")
+                enable_wal(connection, self._busy_timeout)
                 connection.execute("PRAGMA synchronous = NORMAL")
-                (version,) = connection.execute("PRAGMA user_version").fetchone()
+                ((version,),) = connection.execute("PRAGMA user_version").fetchall()
                 if version > _SCHEMA_VERSION:
                     raise LocationStoreError(
                         f"{self.path}: written by a newer homeredirect"
@@ -204,8 +205,11 @@ class SqliteLocationStore:
         return self._connection
 
     def _lookup(self, connection: sqlite3.Connection, aor: str, now: float) -> tuple[Binding, ...]:
-        row = connection.execute("SELECT bindings FROM bindings WHERE aor = ?", (aor,)).fetchone()
-        return () if row is None else _unexpired(self._decode(aor, row[0]), now)
+        # fetchall, not fetchone: a statement left unfinished keeps its read snapshot
+        # open, and a later BEGIN IMMEDIATE on this connection then fails at once with
+        # "database is locked" (SQLITE_BUSY_SNAPSHOT) once another process has written.
+        rows = connection.execute("SELECT bindings FROM bindings WHERE aor = ?", (aor,)).fetchall()
+        return () if not rows else _unexpired(self._decode(aor, rows[0][0]), now)
 
     def _modify_batch(
         self, connection: sqlite3.Connection, batch: list[tuple[str, BindingChange, float]]

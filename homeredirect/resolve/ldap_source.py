@@ -28,7 +28,7 @@ rebuilt, not renamed, in Lync topologies; a restart forgets them).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import ldap
@@ -56,6 +56,7 @@ from homeredirect.resolve.ldap_pool import (
     ConnectionSettings,
     DirectoryUnreachable,
     LdapConnectionPool,
+    SearchResult,
     use_keytab,
 )
 from homeredirect.resolve.ldap_schema import (
@@ -217,16 +218,24 @@ class LdapAssignmentResolver(Service):
         with self.pool.connection() as connection:
             return self._find(connection, filterstr)
 
-    def _find(self, connection: Any, filterstr: str) -> _Outcome:
-        schema = self._schema
-        result = self.pool.search(
+    def _search_user(
+        self, connection: Any, filterstr: str, attributes: Sequence[str]
+    ) -> SearchResult:
+        """The entries under `base_dn` that the user filter `filterstr` selects (RFC 4511
+        §4.5.1), at most `_LOOKUP_SIZE_LIMIT`: enough for lookups and writes alike to tell
+        one user from none or an ambiguous address."""
+        return self.pool.search(
             connection,
             self.config.base_dn,
             ldap.SCOPE_SUBTREE,
             filterstr,
-            schema.attributes,
+            attributes,
             size_limit=_LOOKUP_SIZE_LIMIT,
         )
+
+    def _find(self, connection: Any, filterstr: str) -> _Outcome:
+        schema = self._schema
+        result = self._search_user(connection, filterstr, schema.attributes)
         entries = result.entries
         if not entries:
             return _Outcome(None)
@@ -327,14 +336,7 @@ class LdapAssignmentResolver(Service):
 
     def _write(self, connection: Any, aor: AddressOfRecord, filterstr: str, home: str) -> None:
         schema = self._schema
-        entries = self.pool.search(
-            connection,
-            self.config.base_dn,
-            ldap.SCOPE_SUBTREE,
-            filterstr,
-            ["1.1"],
-            size_limit=_LOOKUP_SIZE_LIMIT,
-        ).entries
+        entries = self._search_user(connection, filterstr, ["1.1"]).entries
         if len(entries) != 1:
             found = "no directory entry" if not entries else "several directory entries"
             raise AssignmentWriteError(f"{found} for {aor}")

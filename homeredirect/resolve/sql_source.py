@@ -35,6 +35,7 @@ from homeredirect.resolve.interfaces import (
     IAssignmentStore,
 )
 from homeredirect.resolve.stored import assignment_from_store, checked_moves
+from homeredirect.sqlite_wal import enable_wal
 
 __all__ = ["SqlAssignmentSource"]
 
@@ -98,7 +99,7 @@ class SqlAssignmentSource:
             self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
         try:
-            connection.execute("PRAGMA journal_mode = WAL")
+            enable_wal(connection, _BUSY_TIMEOUT)
             connection.execute(self._create)
         except BaseException:
             connection.close()

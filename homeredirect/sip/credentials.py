@@ -74,7 +74,10 @@ def parse_auth_value(value: str, header: str = "Authorization") -> AuthValue:
         if len(params) >= MAX_PARAMS:
             raise SipParseError(f"{header}: more than {MAX_PARAMS} parameters")
         quoted = param[2]
-        params[name] = _UNESCAPE.sub(r"\1", quoted) if quoted is not None else param[3]
+        if quoted is None:
+            params[name] = param[3]
+        else:
+            params[name] = _UNESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
         position = param.end()
         if position == len(value):
             break

@@ -36,13 +36,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import LogLevel
 from zope.interface import implementer
 
-from homeredirect.logs import FilteredLogger, enabled
+from homeredirect.logs import FilteredLogger
 from homeredirect.sip.message import Headers, Request, Response
 from homeredirect.sip.serialize import serialize
 from homeredirect.transaction.interfaces import (
@@ -51,6 +50,12 @@ from homeredirect.transaction.interfaces import (
     IClientTransactionUser,
 )
 from homeredirect.transaction.keys import MAGIC_COOKIE, TransactionKey
+from homeredirect.transaction.machine import (
+    TransactionMachine,
+    TransactionTable,
+    UndefinedTransitionError,
+    staying,
+)
 from homeredirect.transaction.timers import (
     DEFAULT_TIMERS,
     FixedDelayQueue,
@@ -59,7 +64,6 @@ from homeredirect.transaction.timers import (
 )
 
 log = FilteredLogger()
-_DEBUG = LogLevel.debug
 
 TIMER_D_MINIMUM = 32.0
 """RFC 3261 §17.1.1.2: Timer D is "at least 32 seconds for unreliable transports"."""
@@ -108,9 +112,10 @@ _2XX = Input.RESPONSE_2XX
 _FAILURE = Input.RESPONSE_300_699
 _TRANSPORT_ERROR = Input.TRANSPORT_ERROR
 _CANCEL = Input.CANCEL
+_RESPONSES = (_1XX, _2XX, _FAILURE)
 
 
-class UndefinedClientTransition(Exception):
+class UndefinedClientTransition(UndefinedTransitionError):
     """A client transaction received an input that its transition table has no row for.
 
     This is a bug in the caller or in the table, never the network's doing:
@@ -118,15 +123,7 @@ class UndefinedClientTransition(Exception):
     transaction can still be matched.
     """
 
-    def __init__(self, kind: str, key: TransactionKey, state: State, event: Input) -> None:
-        super().__init__(
-            f"{kind} client transaction {key!r} in state {state.value}"
-            f" has no transition on {event.value}"
-        )
-        self.kind = kind
-        self.key = key
-        self.state = state
-        self.input = event
+    side = "client"
 
 
 class DuplicateClientTransaction(ValueError):
@@ -215,8 +212,11 @@ Transitions = Mapping[tuple[State, Input], tuple[State, Callable[[Any, "Response
 
 
 @implementer(IClientTransaction)
-class ClientTransaction:
-    """What the TU, the channel and the table see of a client transaction (RFC 3261 §17.1)."""
+class ClientTransaction(TransactionMachine[State, Input]):
+    """What the TU, the channel and the table see of a client transaction (RFC 3261 §17.1).
+
+    The engine (`_input`, inherited) looks up each input in the kind's transition table.
+    """
 
     __slots__ = (
         "_channel",
@@ -224,15 +224,13 @@ class ClientTransaction:
         "_interval",
         "_request",
         "_retransmit",
-        "_state",
         "_table",
         "_timeout",
         "_user",
-        "key",
     )
 
-    _kind: ClassVar[str]
-    _transitions: ClassVar[Transitions]
+    _side = "client"
+    _undefined = UndefinedClientTransition
 
     def __init__(
         self,
@@ -244,20 +242,17 @@ class ClientTransaction:
         state: State,
     ) -> None:
         self.key = key
+        self._state = state
         self._table = table
         self._request: Request | None = request
         self._channel = channel
         self._user = user
-        self._state = state
         # The bytes sent, for retransmission (§17.1.1.2: "take the message
         # previously sent ... and pass it to the transport layer once more").
         self._data: bytes | None = serialize(request)
         self._interval = 0.0
         self._retransmit: TimerHandle | None = None
         self._timeout: TimerHandle | None = None
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.key!r} {self._state.value}>"
 
     def transport_error(self) -> None:
         """The channel failed after the send (connection lost): RFC 3261 §17.1.4."""
@@ -279,24 +274,6 @@ class ClientTransaction:
         else:
             raise ValueError(f"status code {status} is not a SIP status code")
 
-    def _input(self, event: Input, response: Response | None = None) -> None:
-        source = self._state
-        try:
-            target, action = self._transitions[source, event]
-        except KeyError:
-            raise UndefinedClientTransition(self._kind, self.key, source, event) from None
-        self._state = target
-        if enabled(_DEBUG):
-            log.debug(
-                "{kind} client transaction {key}: {source} -> {target} on {input}",
-                kind=self._kind,
-                key=self.key,
-                source=source.value,
-                target=target.value,
-                input=event.value,
-            )
-        action(self, response)
-
     # -- actions shared by both kinds -----------------------------------------
     # An action that sends does so last: a failed send feeds TRANSPORT_ERROR
     # (re-entering the machine), after which the action must do nothing more.
@@ -314,9 +291,6 @@ class ClientTransaction:
             sent = False
         if not sent:
             self._input(_TRANSPORT_ERROR)
-
-    def _ignore(self, response: Response | None) -> None:
-        """An input that the RFC says to discard in this state."""
 
     def _absorb(self, response: Response | None) -> None:
         """A response retransmission the user must not see again (§17.1.1.2, §17.1.2.2)."""
@@ -466,9 +440,7 @@ NON_INVITE_TRANSITIONS: dict[tuple[State, Input], tuple[State, _NonInviteAction]
     (_PROCEEDING, Input.TIMER_F): (_TERMINATED, _N._time_out),
     (_PROCEEDING, _TRANSPORT_ERROR): (_TERMINATED, _N._fail),
     # "buffer any additional response retransmissions that may be received"
-    (_COMPLETED, _1XX): (_COMPLETED, _N._absorb),
-    (_COMPLETED, _2XX): (_COMPLETED, _N._absorb),
-    (_COMPLETED, _FAILURE): (_COMPLETED, _N._absorb),
+    **staying(_COMPLETED, _RESPONSES, _N._absorb),
     (_COMPLETED, Input.TIMER_K): (_TERMINATED, _N._terminate),
     # Nothing is sent any more; Timer K ends the transaction anyway.
     (_COMPLETED, _TRANSPORT_ERROR): (_COMPLETED, _N._ignore),
@@ -737,7 +709,7 @@ class _LoggingUser:
 _LOGGING_USER = _LoggingUser()
 
 
-class ClientTransactionTable:
+class ClientTransactionTable(TransactionTable[ClientTransaction]):
     """The live client transactions, by §17.1.3 key, and the timer queues they share.
 
     *timer_c* turns on a proxy's Timer C for INVITE transactions (RFC 3261
@@ -756,10 +728,7 @@ class ClientTransactionTable:
     ) -> None:
         if timer_c is not None and not timer_c > 0:
             raise ValueError(f"timer_c must be a positive number of seconds, not {timer_c!r}")
-        self.timers = timers
-        self._clock = clock
-        self._transactions: dict[TransactionKey, ClientTransaction] = {}
-        self._queues: dict[float, FixedDelayQueue] = {}
+        super().__init__(clock, timers)
         long = 64 * timers.t1
         self._timer_64t1 = self._queue(long)
         self._timer_d_unreliable = self._queue(max(TIMER_D_MINIMUM, long))
@@ -817,25 +786,7 @@ class ClientTransactionTable:
         transaction._receive(response)
         return True
 
-    def __len__(self) -> int:
-        """The number of live transactions."""
-        return len(self._transactions)
-
-    def stop(self) -> None:
-        """Cancel every timer (service stop); transactions stay where they are."""
-        for queue in self._queues.values():
-            queue.stop()
-
     # -- for transactions ---------------------------------------------------------
-
-    def _forget(self, key: TransactionKey) -> None:
-        del self._transactions[key]
-
-    def _queue(self, delay: float) -> FixedDelayQueue:
-        queue = self._queues.get(delay)
-        if queue is None:
-            queue = self._queues[delay] = FixedDelayQueue(self._clock, delay)
-        return queue
 
     def _timer_d(self, reliable: bool) -> FixedDelayQueue:
         """§17.1.1.2: at least 32 s over unreliable transports (64*T1 if longer), else zero."""

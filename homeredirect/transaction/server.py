@@ -16,12 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from enum import Enum
-from typing import Any, ClassVar
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import LogLevel
 
-from homeredirect.logs import FilteredLogger, enabled
+from homeredirect.logs import FilteredLogger
 from homeredirect.sip.message import Headers, Request, Response
 from homeredirect.sip.serialize import serialize
 from homeredirect.transaction.keys import (
@@ -30,6 +28,13 @@ from homeredirect.transaction.keys import (
     rfc2543_ack_fallback_key,
     rfc2543_to_tag,
     server_transaction_key,
+)
+from homeredirect.transaction.machine import (
+    Action,
+    TransactionMachine,
+    TransactionTable,
+    UndefinedTransitionError,
+    staying,
 )
 from homeredirect.transaction.timers import (
     DEFAULT_TIMERS,
@@ -40,7 +45,6 @@ from homeredirect.transaction.timers import (
 )
 
 log = FilteredLogger()
-_DEBUG = LogLevel.debug
 
 Send = Callable[[bytes], None]
 """Writes bytes to the peer over the request's flow; may raise on a broken connection."""
@@ -85,47 +89,41 @@ _PROVISIONAL = Input.PROVISIONAL
 _SUCCESS = Input.SUCCESS
 _FAILURE = Input.FAILURE
 _TRANSPORT_ERROR = Input.TRANSPORT_ERROR
+_TU_RESPONSES = (_PROVISIONAL, _SUCCESS, _FAILURE)
 
 
-class UndefinedTransition(Exception):
+class UndefinedTransition(UndefinedTransitionError):
     """A server transaction received an input that its transition table has no row for.
 
     This is a bug in the caller or in the table, never the network's doing:
     every input that a peer can cause has a row in every live state.
     """
 
-    def __init__(self, kind: str, key: TransactionKey, state: State, event: Input) -> None:
-        super().__init__(
-            f"{kind} server transaction {key!r} in state {state.value}"
-            f" has no transition on {event.value}"
-        )
-        self.kind = kind
-        self.key = key
-        self.state = state
-        self.input = event
+    side = "server"
 
 
 class DuplicateTransaction(ValueError):
     """`ServerTransactionTable.create` was given a request that matches a live transaction."""
 
 
-Action = Callable[[Any, "Response | None"], None]
 _NonInviteAction = Callable[["NonInviteServerTransaction", "Response | None"], None]
 _InviteAction = Callable[["InviteServerTransaction", "Response | None"], None]
 Transitions = Mapping[tuple[State, Input], tuple[State, Action]]
 
 
-class ServerTransaction:
+class ServerTransaction(TransactionMachine[State, Input]):
     """What the TU and the table see of a server transaction (RFC 3261 §17.2).
 
     The TU calls `respond` with each response; the transaction sends it,
     keeps the serialized bytes for retransmission and runs its timers.
+    The engine (`_input`, inherited) looks up each input in the kind's
+    transition table.
     """
 
-    __slots__ = ("_last", "_reliable", "_request", "_send", "_state", "_table", "key")
+    __slots__ = ("_last", "_reliable", "_request", "_send", "_table")
 
-    _kind: ClassVar[str]
-    _transitions: ClassVar[Transitions]
+    _side = "server"
+    _undefined = UndefinedTransition
 
     def __init__(
         self,
@@ -137,6 +135,7 @@ class ServerTransaction:
         state: State,
     ) -> None:
         self.key = key
+        self._state = state
         # Kept only until the final response: a completed transaction lives on for
         # Timer J (32 s over UDP) and needs nothing but the bytes it resends; keeping
         # the parsed request would cost ~5 KB each and the cyclic GC's time.
@@ -144,11 +143,7 @@ class ServerTransaction:
         self._table = table
         self._send = send
         self._reliable = reliable
-        self._state = state
         self._last: bytes | None = None
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.key!r} {self._state.value}>"
 
     def respond(self, response: Response) -> None:
         """Send *response* (provisional or final) from the TU to the peer (§17.2.1, §17.2.2).
@@ -174,26 +169,6 @@ class ServerTransaction:
         """The transport failed to deliver a response: terminate (§17.2.4)."""
         self._input(_TRANSPORT_ERROR)
 
-    # -- the state machine --------------------------------------------------
-
-    def _input(self, event: Input, response: Response | None = None) -> None:
-        source = self._state
-        try:
-            target, action = self._transitions[source, event]
-        except KeyError:
-            raise UndefinedTransition(self._kind, self.key, source, event) from None
-        self._state = target
-        if enabled(_DEBUG):  # the check is 20 times cheaper than a filtered event
-            log.debug(
-                "{kind} server transaction {key}: {source} -> {target} on {input}",
-                kind=self._kind,
-                key=self.key,
-                source=source.value,
-                target=target.value,
-                input=event.value,
-            )
-        action(self, response)
-
     # -- actions shared by both kinds -----------------------------------------
     # An action that sends does so last: a failed send feeds TRANSPORT_ERROR
     # (re-entering the machine), after which the action must do nothing more.
@@ -209,9 +184,6 @@ class ServerTransaction:
                 error=repr(error),
             )
             self._input(_TRANSPORT_ERROR)
-
-    def _ignore(self, response: Response | None) -> None:
-        """An input that the RFC says to discard in this state."""
 
     def _resend_last(self, response: Response | None) -> None:
         """Retransmit the last response sent, if there was one (§17.2.1, §17.2.2)."""
@@ -309,15 +281,11 @@ NON_INVITE_TRANSITIONS: dict[tuple[State, Input], tuple[State, _NonInviteAction]
     (_PROCEEDING, _TRANSPORT_ERROR): (_TERMINATED, _N._fail),
     (_COMPLETED, _REQUEST): (_COMPLETED, _N._resend_last),
     # "Any other final responses passed by the TU ... MUST be discarded"
-    (_COMPLETED, _PROVISIONAL): (_COMPLETED, _N._discard_response),
-    (_COMPLETED, _SUCCESS): (_COMPLETED, _N._discard_response),
-    (_COMPLETED, _FAILURE): (_COMPLETED, _N._discard_response),
+    **staying(_COMPLETED, _TU_RESPONSES, _N._discard_response),
     (_COMPLETED, Input.TIMER_J): (_TERMINATED, _N._terminate),
     (_COMPLETED, _TRANSPORT_ERROR): (_TERMINATED, _N._fail),
     # The TU may answer after a transport error ended the transaction.
-    (_TERMINATED, _PROVISIONAL): (_TERMINATED, _N._discard_response),
-    (_TERMINATED, _SUCCESS): (_TERMINATED, _N._discard_response),
-    (_TERMINATED, _FAILURE): (_TERMINATED, _N._discard_response),
+    **staying(_TERMINATED, _TU_RESPONSES, _N._discard_response),
     (_TERMINATED, _TRANSPORT_ERROR): (_TERMINATED, _N._ignore),
 }
 NonInviteServerTransaction._transitions = NON_INVITE_TRANSITIONS
@@ -482,9 +450,7 @@ INVITE_TRANSITIONS: dict[tuple[State, Input], tuple[State, _InviteAction]] = {
     (_COMPLETED, _ACK): (_CONFIRMED, _I._confirm),
     (_COMPLETED, Input.TIMER_G): (_COMPLETED, _I._retransmit_failure),
     (_COMPLETED, Input.TIMER_H): (_TERMINATED, _I._time_out),
-    (_COMPLETED, _PROVISIONAL): (_COMPLETED, _I._discard_response),
-    (_COMPLETED, _SUCCESS): (_COMPLETED, _I._discard_response),
-    (_COMPLETED, _FAILURE): (_COMPLETED, _I._discard_response),
+    **staying(_COMPLETED, _TU_RESPONSES, _I._discard_response),
     (_COMPLETED, _TRANSPORT_ERROR): (_TERMINATED, _I._fail),
     # "The purpose of the Confirmed state is to absorb any additional ACK messages"
     (_CONFIRMED, _ACK): (_CONFIRMED, _I._ignore),
@@ -492,19 +458,16 @@ INVITE_TRANSITIONS: dict[tuple[State, Input], tuple[State, _InviteAction]] = {
     # "As Timer G is ignored in this state, any retransmissions of the response will cease."
     (_CONFIRMED, Input.TIMER_G): (_CONFIRMED, _I._ignore),
     (_CONFIRMED, Input.TIMER_I): (_TERMINATED, _I._terminate),
-    (_CONFIRMED, _PROVISIONAL): (_CONFIRMED, _I._discard_response),
-    (_CONFIRMED, _SUCCESS): (_CONFIRMED, _I._discard_response),
-    (_CONFIRMED, _FAILURE): (_CONFIRMED, _I._discard_response),
+    **staying(_CONFIRMED, _TU_RESPONSES, _I._discard_response),
     (_CONFIRMED, _TRANSPORT_ERROR): (_TERMINATED, _I._fail),
-    (_TERMINATED, _PROVISIONAL): (_TERMINATED, _I._discard_response),
-    (_TERMINATED, _SUCCESS): (_TERMINATED, _I._discard_response),
-    (_TERMINATED, _FAILURE): (_TERMINATED, _I._discard_response),
+    # The TU may answer after a transport error ended the transaction.
+    **staying(_TERMINATED, _TU_RESPONSES, _I._discard_response),
     (_TERMINATED, _TRANSPORT_ERROR): (_TERMINATED, _I._ignore),
 }
 InviteServerTransaction._transitions = INVITE_TRANSITIONS
 
 
-class ServerTransactionTable:
+class ServerTransactionTable(TransactionTable[ServerTransaction]):
     """The live server transactions, by §17.2.3 key, and the timer queues they share."""
 
     def __init__(
@@ -512,12 +475,9 @@ class ServerTransactionTable:
         clock: IReactorTime,
         timers: TimerSettings = DEFAULT_TIMERS,
     ) -> None:
-        self.timers = timers
-        self._clock = clock
-        self._transactions: dict[TransactionKey, ServerTransaction] = {}
+        super().__init__(clock, timers)
         # The key `absorb` computed last, which `create` usually needs next.
         self._keyed: tuple[Request | None, TransactionKey] = (None, ())
-        self._queues: dict[float, FixedDelayQueue] = {}
         self._timer_trying = self._queue(TRYING_DELAY)
         self._timer_h = self._queue(timers.timer_h)
         self._timer_j_unreliable = self._queue(timers.timer_j(reliable=False))
@@ -582,25 +542,7 @@ class ServerTransactionTable:
         self._transactions[key] = transaction
         return transaction
 
-    def __len__(self) -> int:
-        """The number of live transactions."""
-        return len(self._transactions)
-
-    def stop(self) -> None:
-        """Cancel every timer (service stop); transactions stay where they are."""
-        for queue in self._queues.values():
-            queue.stop()
-
     # -- for transactions ---------------------------------------------------------
-
-    def _forget(self, key: TransactionKey) -> None:
-        del self._transactions[key]
-
-    def _queue(self, delay: float) -> FixedDelayQueue:
-        queue = self._queues.get(delay)
-        if queue is None:
-            queue = self._queues[delay] = FixedDelayQueue(self._clock, delay)
-        return queue
 
     def _timer_g(self, interval: float) -> FixedDelayQueue:
         return self._queue(interval)

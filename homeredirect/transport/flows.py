@@ -87,9 +87,12 @@ def reply_address(via: Via, source: Address, transport: str) -> Address:
     """Where responses to a request just received over an unreliable transport
     go (RFC 3261 §18.2.2, RFC 3581 §4): to the source port if the client asked
     for rport, else to the source address (which is what ``received`` would say)
-    at the port in sent-by."""
-    if via.maddr:
-        return via.maddr, via.port or DEFAULT_PORTS.get(transport, 5060)
+    at the port in sent-by.
+
+    `maddr` is ignored on purpose: RFC 3261 §18.2.2 would send the response to the
+    address it names, which lets any client reflect our responses at a host of its
+    choosing. It exists for multicast requests, which we never receive.
+    """
     if via.rport == "":
         return source
     return source[0], via.port or DEFAULT_PORTS.get(transport, 5060)
@@ -99,10 +102,9 @@ def response_destination(via: Via, flow_remote: Address, transport: str) -> Addr
     """Where a response to a request with top Via *via* goes over an unreliable
     transport (RFC 3261 §18.2.2, RFC 3581 §4).
 
-    *via* must be the top Via as annotated by `annotate_via`.
+    *via* must be the top Via as annotated by `annotate_via`; its `maddr` is ignored,
+    as in `reply_address`.
     """
-    if via.maddr:
-        return via.maddr, via.port or DEFAULT_PORTS.get(transport, 5060)
     rport = via.rport
     if rport:
         return via.received or flow_remote[0], int(rport)

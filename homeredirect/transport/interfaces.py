@@ -22,12 +22,16 @@ class ISipNetwork(Interface):
 
     def send(
         transport: str, destination: Address, data: bytes, server_name: str | None = None
-    ) -> None:
+    ) -> bool:
         """Send *data* over *transport* to *destination* (host may be a name).
 
         Streams reuse an open connection to *destination* or open one (over TLS
         verifying the certificate against *server_name*, default the host).  Never
-        raises: failures are logged, as a stateless element has no one to tell.
+        raises: failures are logged.  Returns False when the message is known at once
+        not to go (no listener to send from, or the TLS connection to *destination*
+        proved another name than *server_name*), for a client transaction to report as
+        a transport error (RFC 3261 §17.1.4); True when it was sent or queued, later
+        failures being reported through `watch`.
         """
 
     def watch(transport: str, destination: Address, lost: Callable[[], None]) -> Callable[[], None]:

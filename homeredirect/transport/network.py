@@ -6,6 +6,11 @@ Datagrams leave through our own UDP listener of the destination's address
 family, so that the Via we add names a port that receives the responses.
 Streams reuse an open connection to the destination (inbound or outbound) or
 open one, queueing what is to be sent until it is up.
+
+`send` returns False when it knows at once that the message cannot go (no listener to
+send from, or the only connection to the address proved another server's name), so that
+a client transaction reports a transport error and the proxy tries its next target at
+once (RFC 3261 §17.1.4, §18.1.1) instead of waiting for Timer B or F.
 """
 
 from __future__ import annotations
@@ -70,7 +75,8 @@ class SipNetwork:
         self._local: set[tuple[str, int]] = set()
         self._stream_factories: dict[str, SipStreamFactory] = {}
         self._outbound: dict[tuple[str, str, int], SipStreamProtocol] = {}
-        self._connecting: dict[tuple[str, str, int], list[bytes]] = {}
+        # What waits for a connection being opened, and the name it is verified for.
+        self._connecting: dict[tuple[str, str, int], tuple[str, list[bytes]]] = {}
         # Who hears of a stream connection's failure or loss (ISipNetwork.watch).
         self._watchers: dict[tuple[str, str, int], dict[object, Callable[[], None]]] = {}
 
@@ -99,13 +105,13 @@ class SipNetwork:
 
     def send(
         self, transport: str, destination: Address, data: bytes, server_name: str | None = None
-    ) -> None:
+    ) -> bool:
         if transport == "UDP":
-            self._send_datagram(destination, data)
-        elif transport in ("TCP", "TLS"):
-            self._send_stream(transport, destination, data, server_name or destination[0])
-        else:
-            log.warn("cannot send over unsupported transport {transport}", transport=transport)
+            return self._send_datagram(destination, data)
+        if transport in ("TCP", "TLS"):
+            return self._send_stream(transport, destination, data, server_name or destination[0])
+        log.warn("cannot send over unsupported transport {transport}", transport=transport)
+        return False
 
     def watch(
         self, transport: str, destination: Address, lost: Callable[[], None]
@@ -131,7 +137,7 @@ class SipNetwork:
 
     # -- datagrams -------------------------------------------------------------
 
-    def _send_datagram(self, destination: Address, data: bytes) -> None:
+    def _send_datagram(self, destination: Address, data: bytes) -> bool:
         host, port = destination
         host = host.strip("[]")
         if not _is_ip(host):
@@ -142,22 +148,25 @@ class SipNetwork:
                     "cannot resolve {host}: {error}", host=host, error=failure.getErrorMessage()
                 ),
             )
-            return
+            return True
         protocol = self._datagram.get(_is_ipv6(host))
         if protocol is None:
             log.warn("no UDP listener for the address family of {host}", host=host)
-            return
+            return False
         protocol.send(data, (host, port or DEFAULT_PORTS["UDP"]))
+        return True
 
     # -- streams -----------------------------------------------------------------
 
     def _send_stream(
         self, transport: str, destination: Address, data: bytes, server_name: str
-    ) -> None:
+    ) -> bool:
         host, port = destination[0].strip("[]"), destination[1] or DEFAULT_PORTS[transport]
         key = (transport, host, port)
         connection = self._outbound.get(key) or self._registry.get(transport, (host, port))
         if connection is not None and not _verified_for(connection, server_name):
+            # A transport error for this message only (the caller fails over at once);
+            # the connection stays, for the server whose name it proved.
             log.warn(
                 "not sending to {server_name} over the TLS connection to {host}:{port}, whose "
                 "certificate was verified for {verified} only",
@@ -166,22 +175,35 @@ class SipNetwork:
                 port=port,
                 verified=connection.expected_peer,
             )
-            return
+            return False
         if connection is not None:
             try:
                 connection.write(data)
-                return
+                return True
             except FlowClosed:
                 self._outbound.pop(key, None)
-        queue = self._connecting.get(key)
-        if queue is not None:
+        pending = self._connecting.get(key)
+        if pending is not None:
+            verifying, queue = pending
+            if transport == "TLS" and verifying != server_name.lower():
+                # The connection being opened proves `verifying` only; we cannot know yet
+                # whether its certificate also names `server_name`.
+                log.warn(
+                    "not sending to {server_name} over the TLS connection being opened to "
+                    "{host}:{port} for {verifying}",
+                    server_name=server_name,
+                    host=host,
+                    port=port,
+                    verifying=verifying,
+                )
+                return False
             queue.append(data)
-            return
+            return True
         factory = self._stream_factories.get(transport)
         if factory is None:
             log.warn("no {transport} listener to connect from", transport=transport)
-            return
-        self._connecting[key] = [data]
+            return False
+        self._connecting[key] = (server_name.lower(), [data])
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
             self._reactor, host, port, timeout=self._connect_timeout
         )
@@ -191,11 +213,12 @@ class SipNetwork:
             _OutboundFactory(factory, server_name if transport == "TLS" else None)
         )
         connecting.addCallbacks(self._connected, self._connect_failed, (key,), {}, (key,))
+        return True
 
     def _connected(self, protocol: SipStreamProtocol, key: tuple[str, str, int]) -> None:
         self._outbound[key] = protocol
         protocol.lost.addCallback(self._outbound_lost, protocol, key)
-        for data in self._connecting.pop(key, []):
+        for data in self._connecting.pop(key, ("", []))[1]:
             try:
                 protocol.write(data)
             except FlowClosed:
@@ -203,7 +226,7 @@ class SipNetwork:
                 return
 
     def _connect_failed(self, failure: Failure, key: tuple[str, str, int]) -> None:
-        dropped = self._connecting.pop(key, [])
+        _, dropped = self._connecting.pop(key, ("", []))
         log.warn(
             "cannot connect to {transport} {host}:{port}: {error}; dropped {count} messages",
             transport=key[0],

@@ -67,6 +67,8 @@ class RecordingNetwork:
     def __init__(self) -> None:
         self.sent: list[tuple[str, Address, bytes, str | None]] = []
         self.watchers: dict[tuple[str, Address], list[Callable[[], None]]] = {}
+        # Destinations whose sends fail at once (`send` returns False).
+        self.refused: set[tuple[str, Address]] = set()
 
     def local_via(self, transport: str) -> Address:
         if transport == "TLS":
@@ -78,8 +80,11 @@ class RecordingNetwork:
 
     def send(
         self, transport: str, destination: Address, data: bytes, server_name: str | None = None
-    ) -> None:
+    ) -> bool:
+        if (transport, destination) in self.refused:
+            return False
         self.sent.append((transport, destination, data, server_name))
+        return True
 
     def watch(
         self, transport: str, destination: Address, lost: Callable[[], None]
@@ -112,4 +117,5 @@ def stateful_proxy(
         responses=ResponseFactory("test", iter(f"ptag{n}" for n in range(100_000)).__next__),
         secret=b"secret",
         settings=settings or ProxySettings(),
+        clock=clock,
     )

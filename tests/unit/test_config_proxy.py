@@ -39,6 +39,8 @@ def test_proxy_keys_are_read() -> None:
         ({"record_route": "yes"}, "[proxy].record_route: expected true or false"),
         ({"t1": 0}, "[proxy].t1: expected a positive number of seconds"),
         ({"t1": 5, "t2": 4}, "[proxy].t2: expected at least t1 (5.0)"),
+        ({"failover_timeout": 0}, "[proxy].failover_timeout: expected a positive number"),
+        ({"failover_timeout": "4s"}, "[proxy].failover_timeout: expected a positive number"),
         ({"timer": 1}, "[proxy]"),
     ],
 )
@@ -46,3 +48,9 @@ def test_bad_proxy_values_are_named(table: dict[str, Any], message: str) -> None
     with pytest.raises(ConfigError) as caught:
         _load(table)
     assert message in str(caught.value)
+
+
+def test_failover_timeout_defaults_to_8_t1_and_is_read() -> None:
+    assert _load(None).proxy.failover_timeout == 4.0
+    assert _load({"failover_timeout": 2}).proxy.failover_timeout == 2.0
+    assert _load({"failover_timeout": 1.5}).proxy.failover_timeout == 1.5

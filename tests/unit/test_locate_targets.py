@@ -65,10 +65,36 @@ class LocateTests(SynchronousTestCase):
             [A, Target("home2.example.com", "192.0.2.2", 5062, "tls")],
         )
 
+    def test_static_targets_are_the_same_fresh_list_every_time(self) -> None:
+        homes = {
+            "home1.example.com": {"host": "192.0.2.1", "backup": "home2.example.com"},
+            "home2.example.com": {"host": "192.0.2.2", "port": 5062},
+        }
+        targets = HomeServerTargets(config(homes))
+        first = self.successResultOf(targets.locate("home1.example.com"))
+        first.append(B)  # the caller's to keep: nothing cached changes
+        second = self.successResultOf(targets.locate("home1.example.com"))
+        self.assertEqual(second, [A, Target("home2.example.com", "192.0.2.2", 5062, "tls")])
+        self.assertIsNot(first, second)
+
+    def test_a_static_home_with_a_dns_backup_asks_dns_every_time(self) -> None:
+        # Only all-static lists are kept; DNS answers expire by their TTL (locate.cache).
+        dns = TableLocator({"home2.example.com": [B]})
+        homes = {
+            "home1.example.com": {"host": "192.0.2.1", "backup": "home2.example.com"},
+            "home2.example.com": {"locate": "dns"},
+        }
+        targets = HomeServerTargets(config(homes), dns)
+        for _ in range(2):
+            self.assertEqual(self.successResultOf(targets.locate("home1.example.com")), [A, B])
+        self.assertEqual(dns.asked, ["home2.example.com"] * 2)
+
     def test_dns_entry_uses_the_locator(self) -> None:
         dns = TableLocator({"home1.example.com": [A, B]})
         targets = HomeServerTargets(config({"home1.example.com": {"locate": "dns"}}), dns)
         self.assertEqual(self.successResultOf(targets.locate("home1.example.com")), [A, B])
+        self.assertEqual(self.successResultOf(targets.locate("home1.example.com")), [A, B])
+        self.assertEqual(dns.asked, ["home1.example.com"] * 2)
 
     def test_default_dns_applies_to_home_servers_without_a_table(self) -> None:
         dns = TableLocator({"home5.example.com": [A]})

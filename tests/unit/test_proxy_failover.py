@@ -20,6 +20,7 @@ from homeredirect.director.responses import ResponseFactory
 from homeredirect.director.targets import HomeServerTargets, Target
 from homeredirect.locate.interfaces import ILocator
 from homeredirect.locate.rfc3263 import HomeServerNotFound
+from homeredirect.proxy.stateful import ProxySettings
 from homeredirect.sip.message import Request, Response
 from homeredirect.sip.parser import MessageReceived, parse_datagram
 from homeredirect.transaction.server import ServerTransactionTable
@@ -30,6 +31,8 @@ SECOND = Target("home1.example.com", "192.0.2.51", 5060, "udp")
 BACKUP = Target("home2.example.com", "192.0.2.60", 5060, "udp")
 TABLE = {"alice@example.com": "home1.example.com"}
 T1 = 0.5
+FAILOVER = 4.0  # [proxy] failover_timeout, by default
+EPSILON = 1 / 1024  # exact in binary: Clock arithmetic stays exact
 
 
 @implementer(ILocator)
@@ -136,9 +139,9 @@ def test_the_list_locator_provides_ilocator() -> None:
 def test_a_silent_target_is_followed_by_the_next_in_a_new_transaction() -> None:
     director = Director(ListLocator([FIRST, SECOND]))
     flow = director.receive(request())
-    director.clock.pump([T1] * 63)
+    director.clock.pump([T1] * 7 + [T1 - EPSILON])
     assert director.destinations() == [FIRST_ADDRESS]
-    director.clock.advance(T1)  # Timer F of the first branch: 64*T1
+    director.clock.advance(EPSILON)  # [proxy] failover_timeout (4 s) after the first send
     assert director.destinations() == [FIRST_ADDRESS, SECOND_ADDRESS]
     branches = {sent.vias[0].branch for _, sent in director.sent()}
     assert len(branches) == 2  # a new client transaction, a branch of its own
@@ -206,14 +209,17 @@ def test_when_every_target_fails_the_client_gets_our_503_with_retry_after() -> N
 def test_when_every_target_is_silent_the_client_gets_408_once_all_were_tried() -> None:
     director = Director(ListLocator([FIRST, SECOND, BACKUP]))
     flow = director.receive(request())
-    director.clock.pump([T1] * (3 * 64 - 1))
-    assert statuses(flow) == []
-    director.clock.advance(T1)
+    director.clock.advance(FAILOVER)
+    director.clock.advance(FAILOVER)
     assert director.destinations() == [FIRST_ADDRESS, SECOND_ADDRESS, BACKUP_ADDRESS]
+    # The last target has no other after it: it keeps its whole Timer F (64*T1).
+    director.clock.pump([T1] * 63 + [T1 - EPSILON])
+    assert statuses(flow) == []
+    director.clock.advance(EPSILON)
     (final,) = responses(flow)
     assert (final.status, final.headers.get("Retry-After")) == (408, "30")
     director.clock.advance(64 * T1)
-    assert director.idle()
+    assert director.idle() and director.clock.getDelayedCalls() == []
 
 
 def test_a_timeout_beats_a_transport_failure_as_the_best_response() -> None:
@@ -317,3 +323,156 @@ def test_the_home_server_targets_locate_the_backup_after_the_home(tmp_path: Any)
 def _with_assignments(directory: Any) -> Any:
     (directory / "a.csv").write_text("alice@example.com,home1.example.com\n")
     return directory
+
+
+# -- failover on silence: [proxy] failover_timeout -------------------------------------
+
+
+def _sent_to(director: Director, address: tuple[str, int]) -> int:
+    return sum(1 for destination, _ in director.sent() if destination == address)
+
+
+def test_a_silent_target_is_abandoned_cleanly_when_the_next_is_tried() -> None:
+    director = Director(ListLocator([FIRST, SECOND]))
+    flow = director.receive(request())
+    director.clock.pump([T1] * 8)  # 4 s: copies at 0, 0.5, 1.5, 3.5 s (Timer E), then over
+    assert _sent_to(director, FIRST_ADDRESS) == 4
+    assert len(director.proxy.clients) == 1  # the first branch's transaction is gone
+    director.clock.pump([T1] * 64)
+    assert _sent_to(director, FIRST_ADDRESS) == 4  # and sends nothing more
+    # A late answer from the abandoned target matches nothing and is dropped.
+    first = next(sent for destination, sent in director.sent() if destination == FIRST_ADDRESS)
+    director.answer(first, 200)
+    assert statuses(flow) == [408]  # the second target's Timer F, 4 + 32 s
+    director.clock.advance(64 * T1)
+    assert director.idle() and director.clock.getDelayedCalls() == []
+
+
+def test_the_next_target_answers_within_the_clients_own_timer_f() -> None:
+    director = Director(ListLocator([FIRST, SECOND]))
+    flow = director.receive(request())
+    director.clock.advance(FAILOVER)
+    director.answer(director.last(), 200)
+    assert statuses(flow) == [200]  # after 4 s, where the UDP client waits 32 s
+    director.clock.advance(64 * T1)
+    assert director.idle() and director.clock.getDelayedCalls() == []
+
+
+def test_a_target_that_sent_100_trying_keeps_its_timer_f() -> None:
+    director = Director(ListLocator([FIRST, SECOND]))
+    flow = director.receive(request())
+    director.clock.advance(1.0)
+    director.answer(director.last(), 100)
+    director.clock.pump([T1] * 62 + [T1 - EPSILON])  # to just before 64*T1
+    assert director.destinations() == [FIRST_ADDRESS]
+    director.clock.advance(EPSILON)
+    # It was there: not retried elsewhere (RFC 3261 §16.7), the client hears 408.
+    assert director.destinations() == [FIRST_ADDRESS]
+    assert statuses(flow) == [408]
+    director.clock.advance(64 * T1)
+    assert director.idle() and director.clock.getDelayedCalls() == []
+
+
+def test_an_answer_before_the_failover_timeout_stops_it() -> None:
+    director = Director(ListLocator([FIRST, SECOND]))
+    flow = director.receive(request())
+    director.clock.advance(FAILOVER - EPSILON)
+    director.answer(director.last(), 404)
+    director.clock.advance(64 * T1)
+    assert director.destinations() == [FIRST_ADDRESS]
+    assert statuses(flow) == [404]
+    assert director.idle() and director.clock.getDelayedCalls() == []
+
+
+def test_an_invite_with_no_provisional_response_fails_over_without_a_cancel() -> None:
+    director = Director(
+        ListLocator([FIRST, BACKUP]),
+        policy=AlwaysProxyPolicy(PolicyContext(fqdn="director.example.com")),
+    )
+    caller = director.receive(request("INVITE", "sip:alice@example.com"))
+    director.clock.advance(FAILOVER - EPSILON)
+    assert director.destinations("INVITE") == [FIRST_ADDRESS]
+    director.clock.advance(EPSILON)
+    assert director.destinations("INVITE") == [FIRST_ADDRESS, BACKUP_ADDRESS]
+    # §9.1: no CANCEL before a provisional response; the first INVITE is just dropped.
+    assert "CANCEL" not in {sent.method for _, sent in director.sent()}
+    assert len(director.proxy.clients) == 1
+    director.answer(director.last("INVITE"), 486)
+    assert statuses(caller)[-1] == 486
+    director.clock.advance(64 * T1)
+    assert director.idle() and director.clock.getDelayedCalls() == []
+
+
+def test_an_invite_that_got_100_trying_is_not_failed_over() -> None:
+    director = Director(
+        ListLocator([FIRST, BACKUP]),
+        policy=AlwaysProxyPolicy(PolicyContext(fqdn="director.example.com")),
+    )
+    director.receive(request("INVITE", "sip:alice@example.com"))
+    director.answer(director.last("INVITE"), 100)
+    director.clock.pump([1.0] * 30)
+    assert director.destinations("INVITE") == [FIRST_ADDRESS]
+
+
+def test_a_cancelled_invite_stops_the_failover_timer() -> None:
+    director = Director(
+        ListLocator([FIRST, BACKUP]),
+        policy=AlwaysProxyPolicy(PolicyContext(fqdn="director.example.com")),
+    )
+    caller = director.receive(request("INVITE", "sip:alice@example.com"))
+    cancelling = director.receive(request("CANCEL", "sip:alice@example.com"))
+    assert statuses(cancelling) == [200]
+    director.clock.advance(FAILOVER)
+    assert director.destinations("INVITE") == [FIRST_ADDRESS]
+    director.answer(director.last("INVITE"), 487)
+    assert statuses(caller)[-1] == 487
+    director.clock.advance(64 * T1)
+    assert director.idle() and director.clock.getDelayedCalls() == []
+
+
+def test_the_failover_timeout_is_configurable() -> None:
+    director = Director(ListLocator([FIRST, SECOND]))
+    director.proxy = stateful_proxy(
+        director.network, director.clock, ProxySettings(failover_timeout=1.5)
+    )
+    director.core._proxy = director.proxy  # type: ignore[attr-defined]
+    director.receive(request())
+    director.clock.advance(1.5 - EPSILON)
+    assert director.destinations() == [FIRST_ADDRESS]
+    director.clock.advance(EPSILON)
+    assert director.destinations() == [FIRST_ADDRESS, SECOND_ADDRESS]
+
+
+def test_stopping_the_proxy_leaves_no_delayed_call() -> None:
+    director = Director(ListLocator([FIRST, SECOND]))
+    director.receive(request())
+    assert director.clock.getDelayedCalls() != []
+    director.proxy.stop()
+    director.transactions.stop()
+    assert director.clock.getDelayedCalls() == []
+
+
+def test_a_send_refused_at_once_fails_over_at_once() -> None:
+    # SipNetwork.send returns False when the only TLS connection to an address proved
+    # another server's name: a transport error (RFC 3261 §17.1.4), not a wait for Timer F.
+    tcp_first = Target("home1.example.com", "192.0.2.50", 5060, "tcp")
+    director = Director(ListLocator([tcp_first, BACKUP]))
+    director.network.refused.add(("TCP", FIRST_ADDRESS))
+    flow = director.receive(request())
+    assert director.destinations() == [BACKUP_ADDRESS]
+    director.answer(director.last(), 200)
+    assert statuses(flow) == [200]
+    director.clock.advance(64 * T1)
+    assert director.idle() and director.clock.getDelayedCalls() == []
+
+
+def test_a_send_refused_for_the_last_target_is_our_503_at_once() -> None:
+    tcp_first = Target("home1.example.com", "192.0.2.50", 5060, "tcp")
+    director = Director(ListLocator([tcp_first]))
+    director.network.refused.add(("TCP", FIRST_ADDRESS))
+    flow = director.receive(request())
+    (final,) = responses(flow)
+    assert (final.status, final.headers.get("Retry-After")) == (503, "30")
+    assert len(director.proxy.clients) == 0
+    director.clock.advance(64 * T1)  # the server transaction's Timer J (UDP)
+    assert director.idle() and director.clock.getDelayedCalls() == []

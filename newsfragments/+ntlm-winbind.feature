@@ -1,0 +1,1 @@
+NTLM logons can be checked at the Active Directory domain controllers instead of a local file: `[auth] ntlm_backend = "winbind"` runs Samba's `ntlm_auth` helpers (`ntlm_auth`, `ntlm_auth_helpers`, `ntlm_auth_timeout`) on a host joined to the domain, and takes the session key that signing needs from them.
