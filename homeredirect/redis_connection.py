@@ -11,6 +11,8 @@ with three guarantees the raw client does not give:
   `max_retry_delay`), so an operation after an outage succeeds without a restart.
 - **Optimistic transactions** (`check_and_set`): WATCH, read, decide, MULTI/EXEC, retried
   a bounded number of times when another client wrote a watched key in between.
+- **Lua scripts by digest** (`run_script`): EVALSHA, so that the script's text crosses
+  the network once, not with every call; EVAL when the server does not have it yet.
 
 The module is named `redis_connection` so that it never shadows the `redis` package.
 """
@@ -18,6 +20,7 @@ The module is named `redis_connection` so that it never shadows the `redis` pack
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from hashlib import sha1
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -39,6 +42,7 @@ __all__ = [
     "RedisConflict",
     "RedisConnection",
     "RedisError",
+    "RedisScript",
     "RedisUnavailable",
     "connect_redis",
     "parse_redis_url",
@@ -73,6 +77,20 @@ class RedisConflict(RedisError):
 
 def _listed(value: str | None) -> list[str | None]:
     return [value]
+
+
+class RedisScript:
+    """A Lua script for `RedisConnection.run_script`, with its SHA1 digest (the name
+    EVALSHA knows it by; https://redis.io/docs/interact/programmability/eval-intro/)."""
+
+    __slots__ = ("digest", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.digest = sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"<RedisScript {self.digest}>"
 
 
 @frozen
@@ -227,7 +245,15 @@ class RedisConnection:
         reply: Deferred[Any]
         try:
             self._check_open()
-            reply = self._client.execute_command(*command)
+            # The pool's handler sends a command on the connection at the head of its
+            # queue, once one is there (`getConnection(peek=True)`); when one already
+            # is, send on it directly and skip the handler's generator and Deferreds,
+            # a third of the client's cost per command.
+            idle = self._factory.connectionQueue.pending
+            if idle and idle[0].connected:
+                reply = idle[0].execute_command(*command)
+            else:
+                reply = self._client.execute_command(*command)
         except Exception:
             reply = fail()
         return self._deadline(reply)
@@ -235,6 +261,26 @@ class RedisConnection:
     def get(self, key: str) -> Deferred[str | None]:
         """The value of a string key, or None when it does not exist."""
         return self.execute("GET", key)
+
+    def run_script(
+        self, script: RedisScript, keys: Sequence[str], arguments: Sequence[RedisValue]
+    ) -> Deferred[Any]:
+        """Run *script* with *keys* and *arguments*; fire with its reply, fail like
+        `execute`.
+
+        EVALSHA first: the server keeps every script it has run (until it restarts or
+        SCRIPT FLUSH), so the text is sent only when it answers NOSCRIPT, with EVAL, which
+        also caches it for the next call. A script runs atomically either way.
+        """
+        count = len(keys)
+        reply = self.execute("EVALSHA", script.digest, count, *keys, *arguments)
+
+        def unknown(failure: Failure) -> Deferred[Any] | Failure:
+            if failure.check(RedisCommandError) and "NOSCRIPT" in failure.getErrorMessage():
+                return self.execute("EVAL", script.source, count, *keys, *arguments)
+            return failure
+
+        return reply.addErrback(unknown)
 
     def ping(self) -> Deferred[None]:
         """Fire when the server answers PING."""

@@ -226,7 +226,12 @@ def makeService(config: Config, reactor: Any = None) -> HomeRedirectService:
         authenticator=None
         if config.auth is None
         else build_authenticator(
-            config.auth, reactor, reactor=reactor, pool=pool, services=auth_services
+            config.auth,
+            reactor,
+            reactor=reactor,
+            pool=pool,
+            services=auth_services,
+            assignments=config.assignments,
         ),
     )
     top = HomeRedirectService(config, core, resolver, registry, reactor)

@@ -27,6 +27,7 @@ from homeredirect.auth.limiter import FailureLimiter
 from homeredirect.auth.nonces import NonceCounts, NonceIssuer, NonceState
 from homeredirect.auth.outcomes import Authenticated, AuthOutcome, Challenge, Refused
 from homeredirect.logs import FilteredLogger
+from homeredirect.resolve.errors import DirectoryUnavailable
 from homeredirect.resolve.interfaces import AddressOfRecord
 from homeredirect.sip.credentials import AuthValue, format_auth_value, parse_auth_value
 from homeredirect.sip.errors import SipParseError
@@ -163,6 +164,15 @@ class DigestAuthenticator:
     def _login_failed(
         self, failure: Failure, source: str, user: str | None, proxy: bool
     ) -> AuthOutcome:
+        if failure.check(DirectoryUnavailable):
+            # The credentials source (LDAP) cannot answer: not a wrong password, so no
+            # failure is counted; the client retries after Retry-After (RFC 3261 §21.5.4).
+            log.warn(
+                "no Digest credentials for {user} from the directory: {reason}",
+                user=user,
+                reason=str(failure.value),
+            )
+            return Refused(503, "Authentication service unavailable")
         if not failure.check(UnauthorizedLogin):
             log.failure("credential check failed for {user}", failure, user=user)
             return Refused(500, "Authentication failed")

@@ -31,6 +31,7 @@ __all__ = [
     "SipDigestCredentials",
     "SipIdentityRealm",
     "aor_of_username",
+    "verify_account",
 ]
 
 
@@ -97,18 +98,27 @@ class DigestChecker:
     def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
         creds: ISipDigestCredentials = credentials
         aor = aor_of_username(creds.username, creds.realm)
-        account = None if aor is None else self._accounts().get(aor)
-        ha1 = None
-        if account is not None:
-            ha1 = account.ha1_for(creds.algorithm, creds.username, creds.realm)
-        if ha1 is None:
-            # Same work as a real check, so a wrong user costs what a wrong password does.
-            creds.check_ha1("0" * len(creds.algorithm.hash(b"")))
-            return fail(UnauthorizedLogin("unknown user or no secret for this algorithm"))
-        if not creds.check_ha1(ha1):
-            return fail(UnauthorizedLogin("wrong response"))
-        assert account is not None
-        return succeed(str(account.aor).encode())
+        return verify_account(creds, None if aor is None else self._accounts().get(aor))
+
+
+def verify_account(
+    creds: ISipDigestCredentials, account: DigestAccount | None
+) -> Deferred[bytes | tuple[()]]:
+    """Fire with the avatar id (the AOR, UTF-8) if `creds` answer for `account`; fail with
+    `UnauthorizedLogin` otherwise. A missing account, or one without an H(A1) for the
+    algorithm, costs the same hash work as a wrong response, so that a prober cannot time
+    which users exist. Shared by every checker, whatever its credentials source."""
+    ha1 = None
+    if account is not None:
+        ha1 = account.ha1_for(creds.algorithm, creds.username, creds.realm)
+    if ha1 is None:
+        # Same work as a real check, so a wrong user costs what a wrong password does.
+        creds.check_ha1("0" * len(creds.algorithm.hash(b"")))
+        return fail(UnauthorizedLogin("unknown user or no secret for this algorithm"))
+    if not creds.check_ha1(ha1):
+        return fail(UnauthorizedLogin("wrong response"))
+    assert account is not None
+    return succeed(str(account.aor).encode())
 
 
 class IAuthenticatedUser(Interface):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 from twisted.application.service import IService
+from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IReactorFromThreads, IReactorProcess, IReactorTime
 from twisted.python.threadpool import ThreadPool
@@ -26,6 +27,7 @@ from homeredirect.auth.ntlm.accounts import (
 from homeredirect.auth.ntlm.interfaces import INtlmResponseChecker
 from homeredirect.auth.ntlm.winbind import WinbindChecker
 from homeredirect.auth.sipae import NtlmSipAuthenticator, SchemeAuthenticators, SecurityAssociations
+from homeredirect.config.assignments import AssignmentsConfig, LdapAssignmentsConfig
 from homeredirect.config.auth import AuthConfig
 
 __all__ = ["CredentialsFileError", "build_authenticator"]
@@ -38,13 +40,15 @@ def build_authenticator(
     reactor: IReactorFromThreads | None = None,
     pool: ThreadPool | None = None,
     services: list[IService] | None = None,
+    assignments: AssignmentsConfig | None = None,
 ) -> IRequestAuthenticator:
     """Read the credentials and nonce secret (start-up, before the reactor runs, so
     synchronously) and assemble an authenticator per configured scheme; several are
     offered side by side, in the configured order. Kerberos accepts tokens in `pool`, a
     thread pool the caller owns, and needs `reactor` to come back from it. NTLM with the
     winbind backend appends to `services` the service running its `ntlm_auth` helpers
-    (spawned through `reactor`), which the caller must start and stop.
+    (spawned through `reactor`), which the caller must start and stop; so does Digest with
+    `digest_source = "ldap"`, for the lookups in the `assignments` LDAP directory.
 
     Raise `CredentialsFileError` for an unusable credentials or secret file, keytab or
     service principal.
@@ -53,7 +57,9 @@ def build_authenticator(
     schemes: list[tuple[str, IRequestAuthenticator]] = []
     for scheme in config.schemes:
         if scheme == "digest":
-            schemes.append((scheme, _digest(config, clock, limiter)))
+            schemes.append(
+                (scheme, _digest(config, clock, limiter, reactor, services, assignments))
+            )
         elif scheme == "ntlm":
             schemes.append((scheme, _ntlm(config, clock, limiter, reactor, services)))
         elif scheme == "kerberos":
@@ -64,10 +70,20 @@ def build_authenticator(
 
 
 def _digest(
-    config: AuthConfig, clock: IReactorTime, limiter: FailureLimiter
+    config: AuthConfig,
+    clock: IReactorTime,
+    limiter: FailureLimiter,
+    reactor: object = None,
+    services: list[IService] | None = None,
+    assignments: AssignmentsConfig | None = None,
 ) -> DigestAuthenticator:
-    assert config.credentials is not None  # AuthConfig requires it for digest
-    accounts = read_credentials(config.credentials)
+    checker: ICredentialsChecker
+    if config.digest_source == "ldap":
+        checker = _ldap_digest(config, clock, reactor, services, assignments)
+    else:
+        assert config.credentials is not None  # AuthConfig requires it for the file source
+        accounts = read_credentials(config.credentials)
+        checker = DigestChecker(lambda: accounts)
     if config.nonce_secret_file is not None:
         secret = config.nonce_secret_file.read_bytes().strip()
         if len(secret) < 16:
@@ -79,13 +95,39 @@ def _digest(
     algorithms = [DigestAlgorithm(name) for name in config.algorithms]
     return DigestAuthenticator(
         required=config.required,
-        portal=Portal(SipIdentityRealm(), [DigestChecker(lambda: accounts)]),
+        portal=Portal(SipIdentityRealm(), [checker]),
         realm=config.realm,
         algorithms=algorithms,
         nonces=NonceIssuer(secret, config.realm, clock, lifetime=config.nonce_lifetime),
         limiter=limiter,
         clock=clock,
     )
+
+
+def _ldap_digest(
+    config: AuthConfig,
+    clock: IReactorTime,
+    reactor: object,
+    services: list[IService] | None,
+    assignments: AssignmentsConfig | None,
+) -> ICredentialsChecker:
+    """H(A1) values from the `[assignments]` LDAP directory, cached `digest_cache_ttl`
+    seconds; the lookup service goes into `services`. python-ldap is imported only here."""
+    if not isinstance(assignments, LdapAssignmentsConfig):
+        raise CredentialsFileError('digest_source = "ldap" needs [assignments] backend = "ldap"')
+    if services is None or reactor is None:
+        raise ValueError("LDAP Digest credentials need a reactor and a service list")
+    try:
+        from homeredirect.auth import ldap_credentials
+    except ImportError as e:
+        raise CredentialsFileError(
+            f'digest_source = "ldap" needs python-ldap: install homeredirect[ldap] ({e})'
+        ) from e
+    attributes = {DigestAlgorithm(name): attr for name, attr in config.ha1_attributes.items()}
+    source = ldap_credentials.LdapDigestAccounts(assignments, attributes, reactor)
+    services.append(source)
+    cached = ldap_credentials.CachedDigestAccounts(source, clock=clock, ttl=config.digest_cache_ttl)
+    return ldap_credentials.DirectoryDigestChecker(cached)
 
 
 def _ntlm(

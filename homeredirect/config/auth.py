@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -35,6 +36,10 @@ AVAILABLE_SCHEMES = ("digest", "ntlm", "kerberos")
 PLANNED_SCHEMES: tuple[str, ...] = ()
 DIGEST_ALGORITHMS = ("SHA-512-256", "SHA-256", "MD5")
 NTLM_BACKENDS = ("file", "winbind")
+DIGEST_SOURCES = ("file", "ldap")
+_PASSWORD_ATTRIBUTES = frozenset({"userpassword", "unicodepwd", "authpassword"})
+"""Attributes holding passwords (RFC 4519, AD, RFC 3112): never an H(A1) source."""
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+")
 DEFAULT_NTLM_AUTH = ("/usr/bin/ntlm_auth",)
 
 
@@ -115,6 +120,25 @@ class _RealmMap(Expect):
                 raise InvalidField(f'{attribute.name}."{realm}"', "a SIP domain name", domain)
 
 
+class _Ha1Attributes(Expect):
+    """A table of Digest algorithm = LDAP attribute holding H(A1), naming the bad entry."""
+
+    def __init__(self) -> None:
+        super().__init__('a table of "MD5"/"SHA-256"/"SHA-512-256" = "attribute"', bool)
+
+    def __call__(self, instance: object, attribute: Any, value: Any) -> None:
+        if not isinstance(value, Mapping):
+            raise InvalidField(attribute.name, self.expected, value)
+        for algorithm, name in value.items():
+            where = f'{attribute.name}."{algorithm}"'
+            if algorithm not in DIGEST_ALGORITHMS:
+                raise InvalidField(where, f"one of {', '.join(DIGEST_ALGORITHMS)}", algorithm)
+            if not isinstance(name, str) or _ATTRIBUTE_NAME.fullmatch(name) is None:
+                raise InvalidField(where, "an LDAP attribute name", name)
+            if name.lower() in _PASSWORD_ATTRIBUTES:
+                raise InvalidField(where, "an attribute holding H(A1), not a password", name)
+
+
 @frozen(kw_only=True)
 class AuthConfig:
     """`[auth]`: who must prove who they are (RFC 3261 §22).
@@ -127,8 +151,16 @@ class AuthConfig:
     - `schemes`: `["digest"]` (default), `"ntlm"` ([MS-SIPAE] NTLM, as Microsoft clients
       and pidgin-sipe speak it), `"kerberos"` ([MS-SIPAE] Kerberos with a keytab), or
       several, each challenged in the order given.
-    - `credentials` (required for digest, the file must exist): CSV `user,password`, or
-      `user,ha1_md5,ha1_sha256,ha1_sha512_256` with hashes of `user-part:realm:password`.
+    - `credentials` (required for digest from a file, the file must exist): CSV
+      `user,password`, or `user,ha1_md5,ha1_sha256,ha1_sha512_256` with hashes of
+      `user-part:realm:password`.
+    - `digest_source`: where Digest secrets come from: `"file"` (default, `credentials`)
+      or `"ldap"`: the `[assignments]` LDAP directory (which must be `backend = "ldap"`),
+      the user found as for assignments, H(A1) values read from `ha1_attributes`.
+    - `ha1_attributes` (required for the ldap source): a table algorithm = attribute,
+      e.g. `{ MD5 = "sipHA1", "SHA-256" = "sipHA1Sha256" }`; every offered algorithm
+      needs one; password attributes (`userPassword`, `unicodePwd`) are refused.
+    - `digest_cache_ttl`: seconds an LDAP answer (unknown users too) is reused (default 30).
     - `algorithms`: Digest algorithms offered, strongest first (default
       `["SHA-512-256", "SHA-256", "MD5"]`, RFC 8760).
     - `nonce_secret_file`: a file of at least 16 bytes shared by directors that must accept
@@ -181,6 +213,11 @@ class AuthConfig:
         validator=_Subset(AVAILABLE_SCHEMES, PLANNED_SCHEMES),
     )
     credentials: Path | None = field(default=None, converter=to_path, validator=PATH, metadata=FILE)
+    digest_source: str = field(default="file", validator=one_of(*DIGEST_SOURCES))
+    ha1_attributes: Mapping[str, str] = field(
+        factory=dict, converter=_to_realm_map, validator=_Ha1Attributes()
+    )
+    digest_cache_ttl: float = field(default=30.0, converter=to_seconds, validator=SECONDS)
     algorithms: tuple[str, ...] = field(
         default=DIGEST_ALGORITHMS, converter=to_strings, validator=_Subset(DIGEST_ALGORITHMS)
     )
@@ -232,8 +269,8 @@ class AuthConfig:
     )
 
     def __attrs_post_init__(self) -> None:
-        if "digest" in self.schemes and self.credentials is None:
-            raise InvalidField("credentials", 'a file path (required for "digest")', None)
+        if "digest" in self.schemes:
+            self._check_digest_source()
         if "ntlm" in self.schemes:
             if self.ntlm_backend == "file" and self.ntlm_credentials is None:
                 raise InvalidField(
@@ -246,6 +283,29 @@ class AuthConfig:
                 "service_principal",
                 'a principal (required for "kerberos" without targetname)',
                 None,
+            )
+
+    def _check_digest_source(self) -> None:
+        if self.digest_source == "file":
+            if self.credentials is None:
+                raise InvalidField("credentials", 'a file path (required for "digest")', None)
+            if self.ha1_attributes:
+                expected = 'nothing with digest_source = "file" (only "ldap" takes it)'
+                raise InvalidField("ha1_attributes", expected, dict(self.ha1_attributes))
+            return
+        if self.credentials is not None:
+            expected = 'nothing with digest_source = "ldap" (secrets come from the directory)'
+            raise InvalidField("credentials", expected, str(self.credentials))
+        if not self.ha1_attributes:
+            expected = 'a table such as { MD5 = "sipHA1" } (required with digest_source = "ldap")'
+            raise InvalidField("ha1_attributes", expected, None)
+        missing = [name for name in self.algorithms if name not in self.ha1_attributes]
+        if missing:
+            covered = ", ".join(f'"{name}"' for name in self.ha1_attributes)
+            raise InvalidField(
+                "algorithms",
+                f"only algorithms ha1_attributes has an attribute for ({covered})",
+                list(self.algorithms),
             )
 
     @property

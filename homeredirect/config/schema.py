@@ -468,6 +468,12 @@ class Config:
     def __attrs_post_init__(self) -> None:
         if self.assignments is None and self.server.role is Role.DIRECTOR:
             raise InvalidField("assignments", 'an assignments source for role "director"', None)
+        auth = self.auth
+        if auth is not None and "digest" in auth.schemes and auth.digest_source == "ldap":
+            if not isinstance(self.assignments, LdapAssignmentsConfig):
+                backend = None if self.assignments is None else self.assignments.backend
+                expected = 'backend = "ldap" (the directory [auth] digest_source = "ldap" reads)'
+                raise InvalidField("assignments", expected, backend)
         self._check_edge()
         # TCP and TLS both bind a TCP socket, so they collide with each other; port 0 never does.
         seen: dict[tuple[bool, str, int], int] = {}

@@ -14,15 +14,36 @@ Layout, under `key_prefix` (default ``homeredirect:location:``):
   expiry, so that `purge` finds partly expired AORs without scanning the keyspace. It
   cannot collide with an AOR's key: an AOR always contains ``@``.
 
-`modify` is optimistic: GET the AOR's key, run the change, then one Lua script (EVAL, run
-atomically by Redis) that writes the result (SET/PEXPIREAT/ZADD, or DEL/ZREM) only if the
-key still holds what was read, and otherwise reports a conflict, upon which the whole
-round is retried a bounded number of times; so two servers cannot interleave a refresh and
-a removal. This is a compare-and-set rather than WATCH/MULTI/EXEC: two replies per
-REGISTER instead of seven, and no connection set aside for the transaction, which at a
-few thousand REGISTERs a second is most of the client's cost (bench/registrar.py). A value
-that changed and changed back counts as unchanged, which is harmless for a document that
-is the whole state of the AOR.
+`modify` is optimistic and group-committed, like the SQLite store's transactions. The
+changes asked for while a batch is in flight wait in the reactor thread; the next batch
+takes them all (up to `max_batch`) and
+
+1. reads every AOR they touch with one script call (`_READ_ALL`: an MGET);
+2. runs the changes in order: several changes to one AOR in a batch each see the result
+   of the ones before, as they would one by one;
+3. writes with one script call (`_COMPARE_AND_SET_ALL`, run atomically by Redis) that,
+   for each AOR, writes the result (SET/PEXPIREAT/ZADD, or DEL/ZREM) only if the key
+   still holds what step 1 read, and reports per AOR whether it did.
+
+The changes of an AOR that another writer (another home server, or `purge`) changed in
+between go round again in the next batch, a bounded number of times; so two servers
+cannot interleave a refresh and a removal. A value that changed and changed back counts as
+unchanged, which is harmless for a document that is the whole state of the AOR. Scripts
+run by digest (EVALSHA), their text sent only when Redis does not know them yet.
+
+Why batches: txredisapi costs tens of microseconds of Python per command (a Deferred or
+three, two timers, a pool look-up, building the request argument by argument), and a GET
+plus a script per REGISTER were most of the home server's CPU with Redis
+(bench/registrar.py); two commands per batch make that cost small under load, while a
+lone REGISTER still takes just two round trips.
+
+A change that raises writes nothing and fails alone; an AOR whose stored value cannot be
+decoded fails its own changes with `LocationStoreError`; a Redis error (unreachable, past
+the connection's deadline, a command refused) fails the whole batch with
+`LocationStoreError` and, the script being atomic, nothing or everything of the batch was
+written (a batch whose script never answered may have been written: the caller is told
+the store failed, as it would be for a lone write whose reply was lost).
+
 Binding times are the home servers' wall clock; key expiry is the Redis server's. Lookups
 filter by the home server's clock, so clock skew can only make Redis keep an expired AOR
 a little longer, or drop one a little early (keep the machines on NTP).
@@ -30,6 +51,7 @@ a little longer, or drop one a little early (keep the machines on NTP).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
@@ -43,7 +65,13 @@ from twisted.internet.defer import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from homeredirect.redis_connection import Command, RedisConflict, RedisConnection, RedisError
+from homeredirect.redis_connection import (
+    Command,
+    RedisConnection,
+    RedisError,
+    RedisScript,
+    RedisValue,
+)
 from homeredirect.registrar.location import (
     Binding,
     BindingChange,
@@ -58,26 +86,42 @@ __all__ = ["RedisLocationStore"]
 
 _PURGE_BATCH = 500
 
-# KEYS: the AOR's key, the expiry index. ARGV: "1" if the key existed when read and "0" if
-# not, the value read, the new value ("" to delete), the AOR, PEXPIREAT milliseconds, the
-# index score. Returns 1 when written, 0 when the key no longer holds what was read.
-_COMPARE_AND_SET = """
-local current = redis.call('GET', KEYS[1])
-if ARGV[1] == '1' then
-  if current ~= ARGV[2] then return 0 end
-elseif current then
-  return 0
+# KEYS: the AORs' keys. Returns their values (false for a missing key) as one JSON array:
+# one bulk reply, which txredisapi's own parser takes in one go, where an MGET's array of
+# N values costs it a pass through the reactor per value (it pauses the transport after
+# each bulk string that has more data behind it).
+_READ_ALL = RedisScript("return cjson.encode(redis.call('MGET', unpack(KEYS)))")
+
+# KEYS: the expiry index, then one key per AOR. ARGV: four per AOR, in KEYS' order: the
+# value read, the new value ("" to delete), the AOR, and "1 PEXPIREAT-MS SCORE" ("0 ..."
+# when the key did not exist when read; just "1" or "0" to delete). Returns one character
+# per AOR: "1" when written, "0" when its key no longer held what was read (one bulk
+# string, for the reason above).
+_COMPARE_AND_SET_ALL = RedisScript("""
+local written = {}
+for i = 2, #KEYS do
+  local key, a = KEYS[i], (i - 2) * 4
+  local meta = ARGV[a + 4]
+  local current = redis.call('GET', key)
+  local same
+  if string.sub(meta, 1, 1) == '1' then same = current == ARGV[a + 1] else same = not current end
+  if same then
+    if ARGV[a + 2] == '' then
+      redis.call('DEL', key)
+      redis.call('ZREM', KEYS[1], ARGV[a + 3])
+    else
+      local expire_at, score = string.match(meta, '^. (%S+) (%S+)$')
+      redis.call('SET', key, ARGV[a + 2])
+      redis.call('PEXPIREAT', key, expire_at)
+      redis.call('ZADD', KEYS[1], score, ARGV[a + 3])
+    end
+    written[i - 1] = '1'
+  else
+    written[i - 1] = '0'
+  end
 end
-if ARGV[3] == '' then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], ARGV[4])
-else
-  redis.call('SET', KEYS[1], ARGV[3])
-  redis.call('PEXPIREAT', KEYS[1], ARGV[5])
-  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[4])
-end
-return 1
-"""
+return table.concat(written)
+""")
 
 
 def _unexpired(bindings: tuple[Binding, ...], now: float) -> tuple[Binding, ...]:
@@ -88,9 +132,30 @@ def _milliseconds(seconds: float) -> int:
     return math.ceil(seconds * 1000)
 
 
+class _Pending:
+    """A change waiting for a batch, with the caller's Deferred and how many batches it
+    has already lost to a concurrent writer."""
+
+    __slots__ = ("aor", "change", "conflicts", "done", "now")
+
+    def __init__(self, aor: str, change: BindingChange, now: float) -> None:
+        self.aor = aor
+        self.change = change
+        self.now = now
+        self.done: Deferred[tuple[Binding, ...]] = Deferred()
+        self.conflicts = 0
+
+
+_Outcome = tuple[Binding, ...] | Failure
+
+
 @implementer(ILocationStore)
 class RedisLocationStore:
-    """An `ILocationStore` over *redis* (closed by `close` when *owns_connection*)."""
+    """An `ILocationStore` over *redis* (closed by `close` when *owns_connection*).
+
+    A change whose AOR another writer changes under it is tried again up to *retries*
+    times, then fails with `LocationStoreError`; a batch takes at most *max_batch* changes.
+    """
 
     def __init__(
         self,
@@ -98,13 +163,21 @@ class RedisLocationStore:
         key_prefix: str = "homeredirect:location:",
         *,
         retries: int = 10,
+        max_batch: int = 256,
         owns_connection: bool = True,
     ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self._redis = redis
         self._prefix = key_prefix
         self._index = key_prefix + "next-expiry"
         self._retries = retries
+        self._max_batch = max_batch
         self._owns_connection = owns_connection
+        # Group commit (module docstring): changes waiting for the batch in flight.
+        self._pending: list[_Pending] = []
+        self._writing = False
+        self._drained: list[Deferred[None]] = []
 
     def _key(self, aor: str) -> str:
         return self._prefix + aor
@@ -140,28 +213,134 @@ class RedisLocationStore:
     def modify(
         self, aor: AddressOfRecord, change: BindingChange, now: float
     ) -> Deferred[tuple[Binding, ...]]:
-        return Deferred.fromCoroutine(self._modify(str(aor), change, now)).addErrback(_store_error)
+        pending = _Pending(str(aor), change, now)
+        self._pending.append(pending)
+        if not self._writing:
+            self._write_batch()
+        return pending.done
 
-    async def _modify(self, name: str, change: BindingChange, now: float) -> tuple[Binding, ...]:
-        key = self._key(name)
-        for _attempt in range(self._retries + 1):
-            read: str | None = await self._redis.get(key)
-            # May run more than once (a conflicting write makes the round retry); only the
-            # last run's result is what was stored.
-            updated = tuple(change(_unexpired(self._decode(name, read), now)))
-            if updated:
-                value = bindings_to_json(updated)
-                expire_at = _milliseconds(max(b.expires_at for b in updated))
-                score = repr(min(b.expires_at for b in updated))
+    # -- group commit --------------------------------------------------------------------
+
+    def _write_batch(self) -> None:
+        batch = self._pending[: self._max_batch]
+        del self._pending[: self._max_batch]
+        self._writing = True
+        writing = Deferred.fromCoroutine(self._run_batch(batch))
+        writing.addBoth(self._batch_written, batch)
+
+    def _batch_written(self, result: object, batch: list[_Pending]) -> None:
+        if isinstance(result, Failure):
+            # Redis trouble (`_run_batch` settles the changes' own failures itself), or a
+            # reply not shaped as the scripts return: every change of the batch not yet
+            # answered fails with it, as the store's failure.
+            failure = _as_store_error(result)
+            for pending in batch:
+                if not pending.done.called:
+                    pending.done.errback(failure)
+        # Still "writing" while the callers' callbacks ran: the changes they made joined
+        # the next batch instead of each starting one of its own.
+        self._writing = False
+        if self._pending:
+            self._write_batch()
+        else:
+            drained, self._drained = self._drained, []
+            for waiter in drained:
+                waiter.callback(None)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        """Read, change and write *batch*; answer each change or put it back in the queue
+        (a conflict). Raise on Redis trouble, leaving the unanswered changes to the
+        caller."""
+        by_aor: dict[str, list[_Pending]] = {}
+        for pending in batch:
+            by_aor.setdefault(pending.aor, []).append(pending)
+        aors = list(by_aor)
+        prefix = self._prefix
+        read = await self._read([prefix + aor for aor in aors])
+
+        keys: list[str] = [self._index]
+        arguments: list[RedisValue] = []
+        planned: list[tuple[list[_Pending], list[_Outcome]]] = []
+        for aor, value in zip(aors, read, strict=True):
+            changes = by_aor[aor]
+            try:
+                bindings = self._decode(aor, value)
+            except LocationStoreError:
+                failure = Failure()
+                for pending in changes:
+                    pending.done.errback(failure)
+                continue
+            outcomes: list[_Outcome] = []
+            changed = False
+            for pending in changes:
+                # May run more than once (a conflicting write sends the AOR round again);
+                # only the run whose batch was written counts.
+                try:
+                    bindings = tuple(pending.change(_unexpired(bindings, pending.now)))
+                except Exception:
+                    outcomes.append(Failure())
+                    continue
+                outcomes.append(bindings)
+                changed = True
+            if not changed:
+                # Every change refused: nothing to write, each fails with its own error.
+                for pending, outcome in zip(changes, outcomes, strict=True):
+                    assert isinstance(outcome, Failure)
+                    pending.done.errback(outcome)
+                continue
+            keys.append(prefix + aor)
+            existed = "0" if value is None else "1"
+            if bindings:
+                expire_at = _milliseconds(max(b.expires_at for b in bindings))
+                score = repr(min(b.expires_at for b in bindings))
+                meta = f"{existed} {expire_at} {score}"
+                arguments += (value or "", bindings_to_json(bindings), aor, meta)
             else:
-                value, expire_at, score = "", 0, "0"
-            written = await self._redis.execute(
-                "EVAL", _COMPARE_AND_SET, 2, key, self._index,
-                "0" if read is None else "1", read or "", value, name, expire_at, score,
-            )  # fmt: skip
-            if written == 1 or written == "1":
-                return updated
-        raise RedisConflict(f"{key} kept changing ({self._retries + 1} attempts)")
+                arguments += (value or "", "", aor, existed)
+            planned.append((changes, outcomes))
+        if not planned:
+            return
+
+        flags = await self._redis.run_script(_COMPARE_AND_SET_ALL, keys, arguments)
+        if not isinstance(flags, str) or len(flags) != len(planned):
+            raise LocationStoreError(f"unexpected reply from Redis to a write: {flags!r}")
+        again: list[_Pending] = []
+        for (changes, outcomes), flag in zip(planned, flags, strict=True):
+            if flag == "1":
+                for pending, outcome in zip(changes, outcomes, strict=True):
+                    if isinstance(outcome, Failure):
+                        pending.done.errback(outcome)
+                    else:
+                        pending.done.callback(outcome)
+                continue
+            # Another writer changed the AOR after it was read: its changes go round again,
+            # ahead of those asked for since, so that they keep their order.
+            for pending in changes:
+                pending.conflicts += 1
+                if pending.conflicts > self._retries:
+                    key = self._key(pending.aor)
+                    pending.done.errback(
+                        LocationStoreError(f"{key} kept changing ({pending.conflicts} attempts)")
+                    )
+                else:
+                    again.append(pending)
+        self._pending[:0] = again
+
+    async def _read(self, keys: list[str]) -> list[str | None]:
+        """The values of *keys* (None for a missing key), in one reply (`_READ_ALL`)."""
+        reply = await self._redis.run_script(_READ_ALL, keys, ())
+        try:
+            values = json.loads(reply)
+        except (TypeError, ValueError):
+            # A value that is not UTF-8 (no home server writes one) makes the reply bytes
+            # or bad JSON: read them as they are, so that only that AOR fails.
+            raw: list[str | None] = await self._redis.execute("MGET", *keys)
+            return raw
+        if not isinstance(values, list) or len(values) != len(keys):
+            raise LocationStoreError(f"unexpected reply from Redis to a read: {reply!r}")
+        return [None if value is False else value for value in values]
+
+    # -- purge ---------------------------------------------------------------------------
 
     def purge(self, now: float) -> Deferred[int]:
         return Deferred.fromCoroutine(self._purge(now))
@@ -199,9 +378,27 @@ class RedisLocationStore:
         return written.addCallback(lambda _: outcome[0])
 
     def close(self) -> Deferred[None]:
+        """Close the connection (if owned) once the changes already asked for are done."""
+        if self._writing:
+            drained: Deferred[None] = Deferred()
+            self._drained.append(drained)
+            return drained.addCallback(lambda _: self._close())
+        return self._close()
+
+    def _close(self) -> Deferred[None]:
         if self._owns_connection:
             return self._redis.close()
         return succeed(None)
+
+
+def _as_store_error(failure: Failure) -> Failure:
+    """*failure* as a `LocationStoreError` failure."""
+    if failure.check(LocationStoreError):
+        return failure
+    try:
+        raise LocationStoreError(str(failure.value) or repr(failure.value)) from failure.value
+    except LocationStoreError:
+        return Failure()
 
 
 def _store_error(failure: Failure) -> Failure:
