@@ -6,11 +6,17 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 # Before any test module imports gssapi (the Kerberos tests do): the NTLM initiator must
 # register gss-ntlmssp's datagram flag before gssapi.raw.types is first imported.
 import tests.ntlm_initiator  # noqa: F401
 from tests.servers import RedisServer
+
+# Property tests check behaviour, not speed (speed is bench/'s job): no per-example
+# deadline, so a busy machine cannot fail them.
+settings.register_profile("homeredirect", deadline=None)
+settings.load_profile("homeredirect")
 
 
 @pytest.fixture(autouse=True, scope="session")
