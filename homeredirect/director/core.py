@@ -17,6 +17,7 @@ same policy whatever server the request reached.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, fail, succeed
@@ -343,6 +344,13 @@ class DirectorCore:
             deferred: Deferred[Assignment | None] = self._resolver.resolve(aor)
         except Exception:
             deferred = fail()
+        if deferred.called and not deferred.paused:
+            # Answered already (a file table, a cache hit): go on at once, without the
+            # cost of a callback chain.
+            result = deferred.result
+            if not isinstance(result, (Failure, Deferred)):
+                self._assigned(cast("Assignment | None", result), context, aor)
+                return
         # callbackKeywords: {} (what Twisted makes of None), not the default mapping proxy,
         # which is slower to unpack into the callback's call.
         deferred.addCallbacks(
@@ -412,7 +420,21 @@ class DirectorCore:
             if self._refuse_extensions(context, "Proxy-Require"):
                 return
             home = decision.home_server
+            if self._locator is None:
+                # The static targets are known now: no Deferred to wait on (RFC 3263 §4.3
+                # order: the home server, then its backup).
+                primary, backup = self._targets(home)
+                self._located(
+                    [primary] if backup is None else [primary, backup], context, aor, home
+                )
+                return
             located = self._locate(home)
+            if located.called and not located.paused:
+                # Located already (static targets, a cached DNS answer): no callback chain.
+                result = located.result
+                if not isinstance(result, (Failure, Deferred)):
+                    self._located(cast("list[Target]", result), context, aor, home)
+                    return
             where = (context, aor, home)
             located.addCallbacks(self._located, self._locate_failed, where, {}, where)
         elif isinstance(decision, Local):

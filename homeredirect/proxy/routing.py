@@ -73,27 +73,40 @@ class BranchScheme:
         self._secret = secret
 
     def branch(self, request: Request, top_via: str, index: int = 0) -> str:
-        routing = self.digest(
+        return self.branch_of(self.routing(request), top_via, index)
+
+    def routing(self, request: Request) -> str:
+        """The routing half of a branch: the same for every copy of *request*, so a
+        caller that makes several (the loop check, then one per target) computes it once."""
+        headers = request.headers
+        # The From field as received stands for its tag (§16.6 step 8): the same for
+        # every copy of a request, and the parser has not built its value (a redirect
+        # never reads it), which would cost more than the rest of the hash.
+        return self.digest(
             request.to_addr.tag or "",
-            request.from_addr.tag or "",
+            headers.get("From") or "",
             request.call_id,
             str(request.uri),
             str(request.cseq.number),
-            *request.headers.get_all("Route"),
-            *request.headers.get_all("Proxy-Require"),
+            *headers.get_all("Route"),
+            *headers.get_all("Proxy-Require"),
         )
+
+    def branch_of(self, routing: str, top_via: str, index: int = 0) -> str:
+        """The branch of the *index*-th copy of a request whose routing hash is *routing*."""
         return f"{_PREFIX}{self.digest(routing, top_via, str(index))}.{routing}"
 
     def digest(self, *parts: str) -> str:
-        digest = hashlib.blake2b(key=self._secret, digest_size=8)
-        for part in parts:
-            digest.update(part.encode("utf-8", "surrogateescape"))
-            digest.update(b"\x00")
-        return digest.hexdigest()
+        # One update over the NUL-terminated parts: the same bytes as one update per part
+        # and its NUL, in a single call into the hash.
+        data = "\x00".join(parts).encode("utf-8", "surrogateescape") + b"\x00"
+        return hashlib.blake2b(data, key=self._secret, digest_size=8).hexdigest()
 
     @staticmethod
     def looped(request: Request, branch: str, is_local: IsLocal) -> bool:
         """§16.3 step 4: one of our own Vias carries this request's routing hash.
+
+        *branch* is one of our branches, or its routing hash alone (`routing`).
 
         A request that spirals (comes back with another Request-URI or Route, e.g.
         after retargeting) has another routing hash and is no loop.

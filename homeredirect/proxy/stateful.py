@@ -32,7 +32,11 @@ from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from homeredirect.auth.asserted_identity import with_asserted_identity
+from homeredirect.auth.asserted_identity import (
+    P_ASSERTED_IDENTITY,
+    P_PREFERRED_IDENTITY,
+    with_asserted_identity,
+)
 from homeredirect.director.responses import ResponseFactory
 from homeredirect.director.targets import Target
 from homeredirect.logs import FilteredLogger
@@ -170,16 +174,16 @@ class StatefulProxy:
         if max_forwards == 0:
             self._answer(upstream, 483, "Too Many Hops")
             return
-        # The loop check reads only the routing half of a branch, the same for every index.
-        if self._branches.looped(
-            request, self._branches.branch(request, upstream.top_via), self._network.is_local
-        ):
+        # The loop check reads only the routing half of a branch, the same for every index:
+        # computed once here for the check and every copy.
+        routing = self._branches.routing(request)
+        if self._branches.looped(request, routing, self._network.is_local):
             self._answer(upstream, 482, "Loop Detected")
             return
 
-        def copy_for(next_target: Target, index: int) -> Request | None:
+        def copy_for(next_target: Target, index: int) -> tuple[Request, str] | None:
             return self._copy_for(
-                upstream, next_target, index, strip_routes, strip_path, path, identity
+                upstream, next_target, index, strip_routes, strip_path, path, identity, routing
             )
 
         context = ResponseContext(self, upstream, (target, *failover), copy_for)
@@ -196,9 +200,10 @@ class StatefulProxy:
         strip_path: bool,
         path: bool,
         identity: AddressOfRecord | None = None,
-    ) -> Request | None:
+        routing: str | None = None,
+    ) -> tuple[Request, str] | None:
         """The copy of *upstream*'s request for the *index*-th target tried (§16.6 steps
-        3-8): our Via for the target's transport, with a branch of its own; None (logged)
+        3-8) and the branch of our Via in it, for the target's transport; None (logged)
         if we have no listener of that transport to send from."""
         request = upstream.request
         transport = target.transport.upper()
@@ -211,7 +216,10 @@ class StatefulProxy:
                 target=target.fqdn,
             )
             return None
-        branch = self._branches.branch(request, upstream.top_via, index)
+        branches = self._branches
+        if routing is None:
+            routing = branches.routing(request)
+        branch = branches.branch_of(routing, upstream.top_via, index)
         ours = hostport(*local)
         uri = f"sip:{ours};transport={transport.lower()};lr"
         method = request.method
@@ -236,7 +244,17 @@ class StatefulProxy:
         # RFC 3325 §5: an identity travels only to a next hop we trust, which is one whose
         # certificate the TLS connection verifies while presenting ours (mutual TLS).
         trusted = self._settings.assert_identity and transport == "TLS"
-        return with_asserted_identity(copy, identity if trusted else None)
+        asserted = identity if trusted else None
+        headers = request.headers
+        if (
+            asserted is None
+            and P_ASSERTED_IDENTITY not in headers
+            and P_PREFERRED_IDENTITY not in headers
+        ):
+            # Nothing to remove or add: asked of the received request, whose header index
+            # exists already, rather than of the copy, which would build one to answer.
+            return copy, branch
+        return with_asserted_identity(copy, asserted), branch
 
     def dialog_token(self, call_id: str) -> str:
         """The `hr` parameter of our Record-Route URI: a keyed hash of the Call-ID, so that
@@ -346,8 +364,9 @@ def _rank(status: int) -> tuple[int, int]:
     return (0 if status >= 600 else 1, status // 100)
 
 
-CopyFor = Callable[[Target, int], "Request | None"]
-"""Builds the copy of a request to send to a target as the n-th branch (None: no transport)."""
+CopyFor = Callable[[Target, int], "tuple[Request, str] | None"]
+"""Builds the copy of a request to send to a target as the n-th branch, with the branch of
+our Via in it (None: no transport)."""
 
 
 @implementer(IClientTransactionUser)
@@ -426,9 +445,9 @@ class ResponseContext:
         copy = self._copy
         while self._targets and copy is not None and not self._cancelled:
             target = self._targets.popleft()
-            request = copy(target, self._index)
+            made = copy(target, self._index)
             self._index += 1
-            if request is None:
+            if made is None:
                 self._consider(
                     self._proxy._local_response(
                         self._upstream,
@@ -437,15 +456,16 @@ class ResponseContext:
                     )
                 )
                 continue
-            self.start_branch(request, target)
+            self.start_branch(made[0], target, made[1])
             return
         self._maybe_finish()
 
-    def start_branch(self, request: Request, target: Target) -> None:
-        """Send *request* (the forwarded copy, with our Via) to *target* (§16.6 step 10)."""
+    def start_branch(self, request: Request, target: Target, branch: str | None = None) -> None:
+        """Send *request* (the forwarded copy, with our Via, whose *branch* the caller may
+        give) to *target* (§16.6 step 10)."""
         channel = NetworkChannel(self._proxy._network, target)
         try:
-            transaction = self._proxy.clients.create(request, channel, self)
+            transaction = self._proxy.clients.create(request, channel, self, branch)
         except DuplicateClientTransaction:
             # The same request is being forwarded already: a merged request (§8.2.2.2).
             channel.close()

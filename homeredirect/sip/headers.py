@@ -114,6 +114,19 @@ def split_list(value: str, header: str | None = None) -> list[str]:
     if "," not in value:
         stripped = value.strip(_LWS)
         return [stripped] if stripped else []
+    if '"' not in value and "<" not in value:
+        # Nothing can hide a comma (a list of Vias): every comma separates, as the scan
+        # below would find, at the cost of one split instead of a loop per character.
+        items = [item.strip(_LWS) for item in value.split(",")]
+    else:
+        items = _scan_list(value, header)
+    if any(not item for item in items):
+        raise SipParseError(f"{_prefix(header)}empty element in list {value!r}")
+    return items
+
+
+def _scan_list(value: str, header: str | None) -> list[str]:
+    """The elements of *value*, split at commas outside quoted strings and <>."""
     items: list[str] = []
     start = 0
     i = 0
@@ -134,8 +147,6 @@ def split_list(value: str, header: str | None = None) -> list[str]:
             start = i + 1
         i += 1
     items.append(value[start:].strip(_LWS))
-    if any(not item for item in items):
-        raise SipParseError(f"{_prefix(header)}empty element in list {value!r}")
     return items
 
 

@@ -32,6 +32,19 @@ from homeredirect.sip.uri import Uri
 
 Field = tuple[str, str]
 
+_KEYS: dict[str, str] = {}
+
+
+def _key(name: str) -> str:
+    """The index key of header *name* (canonical, lowercase), remembered: code asks by a
+    few literal names, many times per message."""
+    key = _KEYS.get(name)
+    if key is None:
+        key = canonical_name(name).lower()
+        if len(_KEYS) < 1024:  # names from the network must not grow it without bound
+            _KEYS[name] = key
+    return key
+
 
 class Headers:
     """An ordered, immutable multimap of header fields with case-insensitive names.
@@ -77,23 +90,23 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """The first value of *name*, or None."""
-        values = self._index.get(canonical_name(name).lower())
+        values = self._index.get(_key(name))
         return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
         """Every line's value of *name*, in order (not split at commas)."""
-        return list(self._index.get(canonical_name(name).lower(), ()))
+        return list(self._index.get(_key(name), ()))
 
     def get_list(self, name: str) -> list[str]:
         """The elements of a comma-separated list header across all its lines (§7.3.1)."""
-        values = self._index.get(canonical_name(name).lower(), ())
+        values = self._index.get(_key(name), ())
         return [item for value in values for item in split_list(value)]
 
     def count(self, name: str) -> int:
-        return len(self._index.get(canonical_name(name).lower(), ()))
+        return len(self._index.get(_key(name), ()))
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and canonical_name(name).lower() in self._index
+        return isinstance(name, str) and _key(name) in self._index
 
     def __iter__(self) -> Iterator[Field]:
         return iter(self._fields)

@@ -15,6 +15,7 @@ once (RFC 3261 §17.1.4, §18.1.1) instead of waiting for Timer B or F.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 
@@ -49,7 +50,10 @@ def _is_ipv6(host: str) -> bool:
     return ":" in host
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_ip(host: str) -> bool:
+    # Cached: every datagram sent asks this of one of a few next hops, and parsing an
+    # address each time cost more than the rest of the send.
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from typing import cast
 
@@ -317,6 +318,36 @@ def test_non_invite_final_response_completes_for_t4_absorbing_retransmissions() 
     setup.advance_to(6.0)
     assert setup.idle()
     assert not setup.table.receive(response_to(req, 200))
+
+
+def test_non_invite_lets_go_of_its_user_once_completed() -> None:
+    """Completed passes nothing more to the user (§17.1.2.2): the transaction drops it at
+    once, so the user (a proxy's response context and the request it holds) is freed
+    before Timer K rather than kept alive for T4."""
+    setup = Setup()
+    req = request()
+    user = User(setup.clock)
+    user_ref = weakref.ref(user)
+    setup.table.create(req, setup.channel, user)
+    assert setup.table.receive(response_to(req, 200))
+    assert user.events == [("final", 200, 0.0)]
+    del user
+    assert user_ref() is None
+    assert setup.table.receive(response_to(req, 200))  # still absorbed, silently
+    assert len(setup.table) == 1
+    setup.advance_to(5.0)
+    assert setup.idle()
+
+
+def test_create_with_the_callers_branch_keys_the_transaction_by_it() -> None:
+    """A proxy that made the branch of its own Via gives it: the same key as parsing the
+    Via would give, so responses match."""
+    setup = Setup()
+    req = request()
+    transaction = setup.table.create(req, setup.channel, setup.user, BRANCH)
+    assert transaction.key == (BRANCH, "REGISTER")
+    assert setup.table.receive(response_to(req, 200))
+    assert setup.user.events == [("final", 200, 0.0)]
 
 
 def test_non_invite_failure_response_is_final_too() -> None:

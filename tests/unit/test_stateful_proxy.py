@@ -5,6 +5,7 @@ recording network: forwarding (RFC 3261 §16.6), the response context (§16.7), 
 from __future__ import annotations
 
 import gc
+import hashlib
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -16,6 +17,7 @@ from homeredirect.director.policy import AlwaysProxyPolicy, ViaCountPolicy
 from homeredirect.director.responses import ResponseFactory
 from homeredirect.director.targets import Target
 from homeredirect.proxy.channel import NetworkChannel
+from homeredirect.proxy.routing import BranchScheme
 from homeredirect.proxy.stateful import ProxySettings, ResponseContext, Upstream
 from homeredirect.sip.message import Message, Request, Response
 from homeredirect.sip.parser import MessageReceived, parse_datagram
@@ -402,3 +404,35 @@ def test_serialized_upstream_sends_survive_a_closed_flow() -> None:
     assert statuses(flow) == [200, 200]
     message: Message = responses(flow)[1]
     assert serialize(message)
+
+
+def test_branch_digest_is_the_keyed_hash_of_the_nul_terminated_parts() -> None:
+    """`digest` hashes its parts in one call: the same value as hashing each part and a
+    NUL in turn, so branches (and Record-Route tokens) are unchanged by how it is fed."""
+    scheme = BranchScheme(b"secret")
+    reference = hashlib.blake2b(key=b"secret", digest_size=8)
+    for part in ("a", "", "é\udcff", "z9hG4bK.1"):
+        reference.update(part.encode("utf-8", "surrogateescape"))
+        reference.update(b"\x00")
+    assert scheme.digest("a", "", "é\udcff", "z9hG4bK.1") == reference.hexdigest()
+    assert scheme.digest("ab") != scheme.digest("a", "b")
+
+
+def test_branch_of_a_routing_hash_is_the_branch_of_its_request() -> None:
+    """The proxy hashes a request's routing fields once and derives each copy's branch from
+    that; the result is what `branch` gives, and the loop check recognises it."""
+    scheme = BranchScheme(b"secret")
+    message = parse_datagram(
+        b"REGISTER sip:example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.10:5099;branch=z9hG4bK1\r\n"
+        b"From: <sip:alice@example.com>;tag=f\r\nTo: <sip:alice@example.com>\r\n"
+        b"Call-ID: c@x\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert isinstance(message, MessageReceived)
+    request = message.message
+    assert isinstance(request, Request)
+    routing = scheme.routing(request)
+    top = "SIP/2.0/UDP 192.0.2.10:5099;branch=z9hG4bK1"
+    assert scheme.branch_of(routing, top, 2) == scheme.branch(request, top, 2)
+    assert scheme.branch_of(routing, top, 2) != scheme.branch_of(routing, top, 1)
+    assert scheme.branch(request, top).endswith("." + routing)
