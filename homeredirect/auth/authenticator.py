@@ -2,7 +2,9 @@
 
 `DigestAuthenticator.authenticate` reads the request's `Authorization` (or, for requests a
 proxy forwards, `Proxy-Authorization`) for our realm, checks nonce, opaque and
-nonce-count itself, hands the credentials to a `twisted.cred` portal, and says what to do:
+nonce-count itself, hands the credentials to the `twisted.cred` portal's checker (a
+credentials file's is asked directly, and Deferreds that have fired are read without
+callback chains: every registration pays for this path), and says what to do:
 go on as an authenticated user, challenge (401/407 with one challenge per algorithm,
 strongest first, RFC 8760 §2.4), or refuse (400 for a malformed header, 403 once the
 failure limit is reached). Challenges depend on nothing but the realm, the configured
@@ -11,16 +13,24 @@ algorithms and a fresh nonce, so known and unknown users get the same bytes apar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from homeredirect.auth.cred import IAuthenticatedUser, SipDigestCredentials, aor_of_username
+from homeredirect.auth.cred import (
+    DigestChecker,
+    IAuthenticatedUser,
+    ISipDigestCredentials,
+    SipDigestCredentials,
+    SipIdentityRealm,
+    aor_of_username,
+)
 from homeredirect.auth.digest import DigestAlgorithm
 from homeredirect.auth.interfaces import IRequestAuthenticator
 from homeredirect.auth.limiter import FailureLimiter
@@ -38,6 +48,9 @@ __all__ = ["AuthOutcome", "Authenticated", "Challenge", "DigestAuthenticator", "
 log = FilteredLogger()
 
 _NC_DIGITS = frozenset("0123456789abcdefABCDEF")
+_NONCE_SLOT = "\x00"
+"""Where a challenge template's nonce goes (a realm cannot hold a NUL)."""
+_ChallengeTemplate = tuple[int, str, tuple[tuple[str, str], ...]]
 
 
 @implementer(IRequestAuthenticator)
@@ -66,24 +79,45 @@ class DigestAuthenticator:
         self._clock = clock
         self._opaque = nonces.opaque_for("")
         self._last_expiry = clock.seconds()
+        # A credentials file under our own realm answers at once, with the AOR itself.
+        checker = portal.checkers.get(ISipDigestCredentials)
+        self._verified: Callable[[SipDigestCredentials], AddressOfRecord | None] | None = (
+            checker.verified
+            if isinstance(checker, DigestChecker) and isinstance(portal.realm, SipIdentityRealm)
+            else None
+        )
+        self._challenges = {
+            (proxy, stale): self._challenge_template(proxy, stale)
+            for proxy in (False, True)
+            for stale in (False, True)
+        }
 
-    def challenge(self, proxy: bool, stale: bool = False) -> Challenge:
-        """A fresh challenge: one header per algorithm, all with the same nonce."""
-        nonce = self._nonces.issue()
-        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        headers = []
+    def _challenge_template(self, proxy: bool, stale: bool) -> _ChallengeTemplate:
+        """A challenge's status, header name and, per algorithm, the header value before
+        and after its nonce: everything but the nonce is fixed by the configuration, so it
+        is formatted once."""
+        parts = []
         for algorithm in self._algorithms:
             params = [
                 ("realm", self.realm, True),
-                ("nonce", nonce, True),
+                ("nonce", _NONCE_SLOT, True),
                 ("opaque", self._opaque, True),
                 ("algorithm", algorithm.value, False),
                 ("qop", "auth", True),
             ]
             if stale:
                 params.append(("stale", "true", False))
-            headers.append((name, format_auth_value("Digest", params)))
-        return Challenge(407 if proxy else 401, tuple(headers))
+            before, _, after = format_auth_value("Digest", params).partition(_NONCE_SLOT)
+            parts.append((before, after))
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        return 407 if proxy else 401, name, tuple(parts)
+
+    def challenge(self, proxy: bool, stale: bool = False) -> Challenge:
+        """A fresh challenge: one header per algorithm, all with the same nonce (base64url,
+        which needs no quoting)."""
+        status, name, parts = self._challenges[proxy, stale]
+        nonce = self._nonces.issue()
+        return Challenge(status, tuple([(name, before + nonce + after) for before, after in parts]))
 
     def authenticate(self, request: Request, source: str, proxy: bool) -> Deferred[AuthOutcome]:
         """Decide what `request`, received from `source` (an address), gets.
@@ -104,7 +138,8 @@ class DigestAuthenticator:
             return succeed(Refused(400, f"Malformed {header} header"))
         if ours is None:
             return succeed(self.challenge(proxy))
-        username = ours.get("username")
+        params = ours.params
+        username = params.get("username")
         account = None if username is None else aor_of_username(username, self.realm)
         user_key = None if account is None else str(account)
         if self._limiter.blocked(source, user_key):
@@ -114,23 +149,23 @@ class DigestAuthenticator:
                 user=user_key,
             )
             return succeed(Refused(403, "Too many failed attempts"))
-        problem = _missing_or_bad(ours)
+        problem = _missing_or_bad(params)
         if problem is not None:
             log.info(
                 "bad Digest credentials from {source}: {problem}", source=source, problem=problem
             )
             return succeed(Refused(400, f"Malformed {header} header: {problem}"))
-        algorithm = DigestAlgorithm.named(ours.get("algorithm"))
+        algorithm = DigestAlgorithm.named(params.get("algorithm"))
         if algorithm is None or algorithm not in self._algorithms:
             return succeed(self.challenge(proxy))
-        nonce = ours.params["nonce"]
-        state = self._nonces.check(nonce)
-        if state is NonceState.INVALID or ours.get("opaque") != self._opaque:
+        nonce = params["nonce"]
+        state, issued = self._nonces.inspect(nonce)
+        if state is NonceState.INVALID or params.get("opaque") != self._opaque:
             log.info("nonce or opaque never issued, from {source}", source=source)
             return succeed(self.challenge(proxy))
         if state is NonceState.STALE:
             return succeed(self.challenge(proxy, stale=True))
-        if not self._counts.use(nonce, self._nonces.issued_at(nonce), int(ours.params["nc"], 16)):
+        if not self._counts.use(nonce, issued, int(params["nc"], 16)):
             log.info("replayed nonce-count from {source}", source=source)
             return succeed(self.challenge(proxy, stale=True))
         # The response hashes the client's `uri`, which we use as given rather than
@@ -143,22 +178,65 @@ class DigestAuthenticator:
             realm=self.realm,
             algorithm=algorithm,
             method=request.method,
-            uri=ours.params["uri"],
+            uri=params["uri"],
             nonce=nonce,
             qop="auth",
-            nc=ours.params["nc"],
-            cnonce=ours.params["cnonce"],
-            response=ours.params["response"],
+            nc=params["nc"],
+            cnonce=params["cnonce"],
+            response=params["response"],
         )
-        login = self._portal.login(credentials, None, IAuthenticatedUser)
+        if self._verified is not None:
+            return succeed(self._verdict(self._verified(credentials), source, user_key, proxy))
+        return self._login(credentials, source, user_key, proxy)
+
+    def _verdict(
+        self, aor: AddressOfRecord | None, source: str, user: str | None, proxy: bool
+    ) -> AuthOutcome:
+        """The outcome of a check that answered at once: `aor`, or None for a refusal."""
+        if aor is None:
+            refused = Failure(UnauthorizedLogin("unknown user, no secret, or wrong response"))
+            return self._login_failed(refused, source, user, proxy)
+        return self._succeeded(aor, source, user)
+
+    def _login(
+        self, credentials: SipDigestCredentials, source: str, user: str | None, proxy: bool
+    ) -> Deferred[AuthOutcome]:
+        """`Portal.login` for our credentials, without its callback chains when the checker
+        has answered at once (a credentials file, a cached directory entry): the checker
+        registered for `ISipDigestCredentials` gives the avatar id, the portal's realm the
+        avatar. Failures, and answers still to come, take the callback chain."""
+        portal = self._portal
+        checker = portal.checkers.get(ISipDigestCredentials)
+        if checker is None:
+            login: Deferred[Any] = portal.login(credentials, None, IAuthenticatedUser)
+        else:
+            try:
+                checked = checker.requestAvatarId(credentials)
+                if _answered(checked):
+                    avatar_id = cast(bytes, checked.result)
+                    avatar = portal.realm.requestAvatar(avatar_id, None, IAuthenticatedUser)
+                    if not isinstance(avatar, Deferred):
+                        return succeed(self._logged_in(avatar, source, user))
+                    login = avatar
+                else:
+                    login = checked.addCallback(
+                        portal.realm.requestAvatar, None, IAuthenticatedUser
+                    )
+            except Exception:
+                login = fail()
         return login.addCallbacks(
-            self._logged_in, self._login_failed, (source,), {}, (source, user_key, proxy)
+            self._logged_in, self._login_failed, (source, user), {}, (source, user, proxy)
         )
 
-    def _logged_in(self, result: tuple[object, object, object], source: str) -> AuthOutcome:
+    def _logged_in(
+        self, result: tuple[object, object, object], source: str, user: str | None
+    ) -> AuthOutcome:
         _, avatar, _ = result
-        aor: AddressOfRecord = IAuthenticatedUser(avatar).aor
-        self._limiter.succeeded(source, str(aor))
+        return self._succeeded(IAuthenticatedUser(avatar).aor, source, user)
+
+    def _succeeded(self, aor: AddressOfRecord, source: str, user: str | None) -> AuthOutcome:
+        # Clear the count the failures went to (the username's AOR, which is `aor`).
+        self._limiter.succeeded(source, str(aor) if user is None else user)
         return Authenticated(aor)
 
     def _login_failed(
@@ -198,14 +276,24 @@ class DigestAuthenticator:
             self._last_expiry = now
 
 
-def _missing_or_bad(credentials: AuthValue) -> str | None:
-    """What is wrong with a Digest credentials value, or None (RFC 7616 §3.4)."""
+def _answered(deferred: Deferred[Any]) -> bool:
+    """Whether `deferred` holds a result already, one that is not a failure: it can be
+    taken as it is, and nothing is left for callbacks to handle."""
+    return (
+        deferred.called
+        and not deferred.paused
+        and not isinstance(deferred.result, (Failure, Deferred))
+    )
+
+
+def _missing_or_bad(params: Mapping[str, str]) -> str | None:
+    """What is wrong with a Digest credentials value's parameters, or None (RFC 7616 §3.4)."""
     for name in ("username", "nonce", "uri", "response", "qop", "nc", "cnonce"):
-        if not credentials.get(name):
+        if not params.get(name):
             return f"no {name}"
-    if credentials.params["qop"] != "auth":
+    if params["qop"] != "auth":
         return 'qop must be "auth"'
-    nc = credentials.params["nc"]
+    nc = params["nc"]
     if len(nc) != 8 or not _NC_DIGITS.issuperset(nc):
         return "nc must be 8 hex digits"
     return None

@@ -30,6 +30,7 @@ __all__ = [
     "ISipDigestCredentials",
     "SipDigestCredentials",
     "SipIdentityRealm",
+    "answers_for",
     "aor_of_username",
     "verify_account",
 ]
@@ -97,28 +98,53 @@ class DigestChecker:
 
     def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
         creds: ISipDigestCredentials = credentials
+        return verify_account(creds, self._account(creds))
+
+    def verified(self, creds: ISipDigestCredentials) -> AddressOfRecord | None:
+        """What `requestAvatarId` decides, at once and as the AOR itself (None: refused):
+        the accounts are in memory, so the authenticator can do without the Deferred and
+        the avatar id that every registration would otherwise pay for."""
+        account = self._account(creds)
+        if not answers_for(creds, account):
+            return None
+        assert account is not None
+        return account.aor
+
+    def _account(self, creds: ISipDigestCredentials) -> DigestAccount | None:
         aor = aor_of_username(creds.username, creds.realm)
-        return verify_account(creds, None if aor is None else self._accounts().get(aor))
+        return None if aor is None else self._accounts().get(aor)
 
 
-def verify_account(
-    creds: ISipDigestCredentials, account: DigestAccount | None
-) -> Deferred[bytes | tuple[()]]:
-    """Fire with the avatar id (the AOR, UTF-8) if `creds` answer for `account`; fail with
-    `UnauthorizedLogin` otherwise. A missing account, or one without an H(A1) for the
-    algorithm, costs the same hash work as a wrong response, so that a prober cannot time
-    which users exist. Shared by every checker, whatever its credentials source."""
+def answers_for(creds: ISipDigestCredentials, account: DigestAccount | None) -> bool:
+    """Whether `creds` answer for `account`. A missing account, or one without an H(A1)
+    for the algorithm, costs the same hash work as a wrong response, so that a prober
+    cannot time which users exist."""
     ha1 = None
     if account is not None:
         ha1 = account.ha1_for(creds.algorithm, creds.username, creds.realm)
     if ha1 is None:
         # Same work as a real check, so a wrong user costs what a wrong password does.
-        creds.check_ha1("0" * len(creds.algorithm.hash(b"")))
-        return fail(UnauthorizedLogin("unknown user or no secret for this algorithm"))
-    if not creds.check_ha1(ha1):
-        return fail(UnauthorizedLogin("wrong response"))
+        creds.check_ha1(_UNKNOWN_HA1[creds.algorithm])
+        return False
+    return creds.check_ha1(ha1)
+
+
+def verify_account(
+    creds: ISipDigestCredentials, account: DigestAccount | None
+) -> Deferred[bytes | tuple[()]]:
+    """Fire with the avatar id (the AOR, UTF-8) if `creds` answer for `account`
+    (`answers_for`); fail with `UnauthorizedLogin` otherwise. Shared by every checker,
+    whatever its credentials source."""
+    if not answers_for(creds, account):
+        return fail(
+            UnauthorizedLogin("unknown user, no secret for the algorithm, or wrong response")
+        )
     assert account is not None
     return succeed(str(account.aor).encode())
+
+
+_UNKNOWN_HA1 = {algorithm: "0" * len(algorithm.hash(b"")) for algorithm in DigestAlgorithm}
+"""The H(A1) checked for a user without one: no password hashes to it."""
 
 
 class IAuthenticatedUser(Interface):

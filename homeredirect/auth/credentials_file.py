@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 
@@ -58,10 +59,18 @@ class DigestAccount:
     def ha1_for(self, algorithm: DigestAlgorithm, username: str, realm: str) -> str | None:
         """H(A1) for the username as the client wrote it, or None if we cannot know it."""
         if self.password is not None:
-            return ha1_for(algorithm, username, realm, self.password)
+            return _password_ha1(algorithm, username, realm, self.password)
         if username != self.aor.user:
             return None
         return self.ha1.get(algorithm)
+
+
+@lru_cache(maxsize=4096)
+def _password_ha1(algorithm: DigestAlgorithm, username: str, realm: str, password: str) -> str:
+    """H(A1) of a password in the file, computed once per spelling of the username rather
+    than for every answer (a busy director checks the same users over and over); bounded,
+    since a username may be spelled many ways (`alice@EXAMPLE.com`)."""
+    return ha1_for(algorithm, username, realm, password)
 
 
 def read_credentials(path: Path) -> Mapping[AddressOfRecord, DigestAccount]:

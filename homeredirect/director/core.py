@@ -305,6 +305,13 @@ class DirectorCore:
             outcome = authenticator.authenticate(
                 request, context.flow.remote[0], proxy=request.method != "REGISTER"
             )
+            if outcome.called and not outcome.paused:
+                # Decided already (every challenge; a credentials file): go on at once,
+                # without the cost of a callback chain. Authenticators never fail.
+                result = outcome.result
+                if not isinstance(result, (Failure, Deferred)):
+                    self._authenticated(cast(AuthOutcome, result), context, aor)
+                    return
             outcome.addCallback(self._authenticated, context, aor)
             return
         self._resolve(context, aor)

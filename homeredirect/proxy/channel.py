@@ -24,11 +24,21 @@ __all__ = ["NetworkChannel"]
 class NetworkChannel:
     """Sends to one `Target`; `close()` when its transaction no longer waits."""
 
-    __slots__ = ("_network", "_stop_watching", "_target", "_transaction", "reliable")
+    __slots__ = (
+        "_destination",
+        "_network",
+        "_stop_watching",
+        "_target",
+        "_transaction",
+        "_transport",
+        "reliable",
+    )
 
     def __init__(self, network: ISipNetwork, target: Target) -> None:
         self._network = network
         self._target = target
+        self._transport = target.transport.upper()
+        self._destination = (target.host, target.port)
         self.reliable = target.transport != "udp"
         self._transaction: IClientTransaction | None = None
         self._stop_watching: Callable[[], None] | None = None
@@ -39,12 +49,12 @@ class NetworkChannel:
             self._transaction = transaction
 
     def send(self, data: bytes) -> bool:
-        target = self._target
-        transport = target.transport.upper()
-        destination = (target.host, target.port)
-        if self._stop_watching is None:
-            self._stop_watching = self._network.watch(transport, destination, self._lost)
-        return self._network.send(transport, destination, data, target.fqdn)
+        # Only a connection can be lost: datagrams have nothing to watch (`ISipNetwork.watch`).
+        if self.reliable and self._stop_watching is None:
+            self._stop_watching = self._network.watch(
+                self._transport, self._destination, self._lost
+            )
+        return self._network.send(self._transport, self._destination, data, self._target.fqdn)
 
     def close(self) -> None:
         """Stop watching the connection: the transaction has its final answer."""

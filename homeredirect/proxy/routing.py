@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from attrs import frozen
-
 from homeredirect.director.targets import Target
 from homeredirect.sip.errors import SipParseError
 from homeredirect.sip.headers import parse_name_addr, split_list
@@ -24,7 +22,6 @@ __all__ = [
     "DEFAULT_MAX_FORWARDS",
     "DIALOG_FORMING",
     "BranchScheme",
-    "Forwarding",
     "IsLocal",
     "forwarded_request",
     "hostport",
@@ -70,7 +67,8 @@ class BranchScheme:
     """
 
     def __init__(self, secret: bytes) -> None:
-        self._secret = secret
+        # Keyed once: each digest copies this state rather than hashing the key again.
+        self._keyed = hashlib.blake2b(key=secret, digest_size=8)
 
     def branch(self, request: Request, top_via: str, index: int = 0) -> str:
         return self.branch_of(self.routing(request), top_via, index)
@@ -78,19 +76,24 @@ class BranchScheme:
     def routing(self, request: Request) -> str:
         """The routing half of a branch: the same for every copy of *request*, so a
         caller that makes several (the loop check, then one per target) computes it once."""
-        headers = request.headers
+        index = request.headers._index
         # The From field as received stands for its tag (§16.6 step 8): the same for
         # every copy of a request, and the parser has not built its value (a redirect
         # never reads it), which would cost more than the rest of the hash.
-        return self.digest(
+        parts = [
             request.to_addr.tag or "",
-            headers.get("From") or "",
+            _first(index.get("from")),
             request.call_id,
             str(request.uri),
             str(request.cseq.number),
-            *headers.get_all("Route"),
-            *headers.get_all("Proxy-Require"),
-        )
+        ]
+        routes = index.get("route")
+        if routes:
+            parts += routes
+        required = index.get("proxy-require")
+        if required:
+            parts += required
+        return self.digest(*parts)
 
     def branch_of(self, routing: str, top_via: str, index: int = 0) -> str:
         """The branch of the *index*-th copy of a request whose routing hash is *routing*."""
@@ -99,8 +102,9 @@ class BranchScheme:
     def digest(self, *parts: str) -> str:
         # One update over the NUL-terminated parts: the same bytes as one update per part
         # and its NUL, in a single call into the hash.
-        data = "\x00".join(parts).encode("utf-8", "surrogateescape") + b"\x00"
-        return hashlib.blake2b(data, key=self._secret, digest_size=8).hexdigest()
+        hashed = self._keyed.copy()
+        hashed.update("\x00".join(parts).encode("utf-8", "surrogateescape") + b"\x00")
+        return hashed.hexdigest()
 
     @staticmethod
     def looped(request: Request, branch: str, is_local: IsLocal) -> bool:
@@ -111,6 +115,10 @@ class BranchScheme:
         A request that spirals (comes back with another Request-URI or Route, e.g.
         after retargeting) has another routing hash and is no loop.
         """
+        # Only a Via of ours can carry the hash: a request whose Via text nowhere holds
+        # our branch prefix (nearly every one) needs no Via looked at.
+        if not any(_PREFIX in value for value in request.headers._index.get("via", ())):
+            return False
         routing = branch.rpartition(".")[2]
         for via in request.vias:
             theirs = via.branch or ""
@@ -118,6 +126,10 @@ class BranchScheme:
                 if is_local(via.host, via.port):
                     return True
         return False
+
+
+def _first(values: list[str] | None) -> str:
+    return values[0] if values else ""
 
 
 def _route_uri(value: str) -> Uri | None:
@@ -130,7 +142,10 @@ def _route_uri(value: str) -> Uri | None:
 def pop_own_route(request: Request, is_local: IsLocal) -> tuple[Request, SipUri | None]:
     """Remove the top Route if it names us (RFC 3261 §16.4); return the request and the
     popped URI (None when the top Route is not ours or there is none)."""
-    routes = [route for value in request.headers.get_all("Route") for route in split_list(value)]
+    values = request.headers._index.get("route")
+    if not values:
+        return request, None
+    routes = [route for value in values for route in split_list(value)]
     if not routes:
         return request, None
     uri = _route_uri(routes[0])
@@ -161,46 +176,46 @@ def next_route(request: Request) -> SipUri | None:
     return None
 
 
-@frozen
-class Forwarding:
-    """What a proxy adds to one forwarded copy of a request (RFC 3261 §16.6)."""
-
-    own_via: str
-    top_via: str
-    record_route: str | None = None
-    path: str | None = None
-    strip_routes: bool = False
-    strip_path: bool = False
-
-
-def forwarded_request(request: Request, forwarding: Forwarding) -> Request:
-    """The copy of *request* to send (RFC 3261 §16.6 steps 3-8): our Via on top of the
-    annotated received one (§18.2.1), Max-Forwards decremented (or 70), Record-Route and
-    Path (RFC 3327 §4) on top of any present, and, when asked, the request's Route or Path
-    headers removed (a client must not steer what the policy decided)."""
+def forwarded_request(
+    request: Request,
+    own_via: str,
+    top_via: str,
+    *,
+    record_route: str | None = None,
+    path: str | None = None,
+    strip_routes: bool = False,
+    strip_path: bool = False,
+) -> Request:
+    """The copy of *request* to send (RFC 3261 §16.6 steps 3-8): our Via (*own_via*) on
+    top of the annotated received one (*top_via*, §18.2.1), Max-Forwards decremented (or
+    70), Record-Route and Path (RFC 3327 §4) on top of any present, and, when asked, the
+    request's Route or Path headers removed (a client must not steer what the policy
+    decided)."""
     max_forwards = request.max_forwards
     rebuilt: list[tuple[str, str]] = []
+    append = rebuilt.append
     seen_via = False
-    for name, value in request.headers:
+    for field in request.headers:
+        name = field[0]
         if name == "Via" and not seen_via:
             seen_via = True
-            rebuilt += [
-                ("Via", forwarding.own_via),
-                ("Via", replace_top_via(value, forwarding.top_via)),
-            ]
-            if forwarding.record_route is not None:
-                rebuilt.append(("Record-Route", forwarding.record_route))
-            if forwarding.path is not None:
-                rebuilt.append(("Path", forwarding.path))
+            value = field[1]
+            append(("Via", own_via))
+            # A line with one value is that value: no list to split (§7.3.1).
+            append(("Via", top_via if "," not in value else replace_top_via(value, top_via)))
+            if record_route is not None:
+                append(("Record-Route", record_route))
+            if path is not None:
+                append(("Path", path))
         elif name == "Max-Forwards":
             continue
-        elif name == "Route" and forwarding.strip_routes:
+        elif name == "Route" and strip_routes:
             continue
-        elif name == "Path" and forwarding.strip_path:
+        elif name == "Path" and strip_path:
             continue
         else:
-            rebuilt.append((name, value))
-    rebuilt.append(
+            append(field)
+    append(
         ("Max-Forwards", str(DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards - 1))
     )
     return Request(request.method, request.uri, Headers._trusted_copy(tuple(rebuilt)), request.body)

@@ -44,7 +44,6 @@ from homeredirect.proxy.channel import NetworkChannel
 from homeredirect.proxy.routing import (
     DIALOG_FORMING,
     BranchScheme,
-    Forwarding,
     forwarded_request,
     hostport,
     pop_own_route,
@@ -84,6 +83,25 @@ class ProxySettings:
     retry_after: int = 30
     assert_identity: bool = False
     failover_timeout: float = 4.0
+
+
+# The header index keys of the identity headers (RFC 3325 §9).
+_ASSERTED_KEY = P_ASSERTED_IDENTITY.lower()
+_PREFERRED_KEY = P_PREFERRED_IDENTITY.lower()
+
+
+class _Ours:
+    """Our sent-by and URI in a copy forwarded over one transport from one listener: the
+    start of our Via up to its branch value (§16.6 step 8), and our Path values (RFC 3327
+    §4, with `ob` for an outbound client, RFC 5626 §5.1); `uri` starts a Record-Route."""
+
+    __slots__ = ("path", "path_ob", "uri", "via")
+
+    def __init__(self, transport: str, ours: str) -> None:
+        self.via = f"SIP/2.0/{transport} {ours};branch="
+        self.uri = f"sip:{ours};transport={transport.lower()};lr"
+        self.path = f"<{self.uri}>"
+        self.path_ob = f"<{self.uri};ob>"
 
 
 class Upstream:
@@ -129,6 +147,8 @@ class StatefulProxy:
         self._failover_timers = FixedDelayQueue(clock, settings.failover_timeout)
         # INVITE response contexts by their server transaction's key, for CANCEL (§16.10).
         self._contexts: dict[TransactionKey, ResponseContext] = {}
+        # What names us in a copy, per (transport, listener address): see `_ours`.
+        self._our_names: dict[tuple[str, tuple[str, int]], _Ours] = {}
 
     def __len__(self) -> int:
         """The number of INVITE response contexts still waiting for a final response."""
@@ -220,41 +240,42 @@ class StatefulProxy:
         if routing is None:
             routing = branches.routing(request)
         branch = branches.branch_of(routing, upstream.top_via, index)
-        ours = hostport(*local)
-        uri = f"sip:{ours};transport={transport.lower()};lr"
+        ours = self._ours(transport, local)
         method = request.method
         record_route = None
         if self._settings.record_route and method in DIALOG_FORMING:
-            record_route = f"<{uri};hr={self.dialog_token(request.call_id)}>"
+            record_route = f"<{ours.uri};hr={self.dialog_token(request.call_id)}>"
         path_value = None
         if path and method == "REGISTER" and self._wants_path(request):
-            outbound = ";ob" if supports(request, "outbound") else ""
-            path_value = f"<{uri}{outbound}>"
+            path_value = ours.path_ob if supports(request, "outbound") else ours.path
         copy = forwarded_request(
             request,
-            Forwarding(
-                own_via=f"SIP/2.0/{transport} {ours};branch={branch};rport",
-                top_via=upstream.top_via,
-                record_route=record_route,
-                path=path_value,
-                strip_routes=strip_routes,
-                strip_path=strip_path,
-            ),
+            ours.via + branch + ";rport",
+            upstream.top_via,
+            record_route=record_route,
+            path=path_value,
+            strip_routes=strip_routes,
+            strip_path=strip_path,
         )
         # RFC 3325 §5: an identity travels only to a next hop we trust, which is one whose
         # certificate the TLS connection verifies while presenting ours (mutual TLS).
         trusted = self._settings.assert_identity and transport == "TLS"
         asserted = identity if trusted else None
-        headers = request.headers
-        if (
-            asserted is None
-            and P_ASSERTED_IDENTITY not in headers
-            and P_PREFERRED_IDENTITY not in headers
-        ):
+        names = request.headers._index
+        if asserted is None and _ASSERTED_KEY not in names and _PREFERRED_KEY not in names:
             # Nothing to remove or add: asked of the received request, whose header index
             # exists already, rather than of the copy, which would build one to answer.
             return copy, branch
         return with_asserted_identity(copy, asserted), branch
+
+    def _ours(self, transport: str, local: tuple[str, int]) -> _Ours:
+        """What names us in a copy sent over *transport* from our listener *local*: made
+        once per listener rather than formatted for every request."""
+        key = (transport, local)
+        ours = self._our_names.get(key)
+        if ours is None:
+            ours = self._our_names[key] = _Ours(transport, hostport(*local))
+        return ours
 
     def dialog_token(self, call_id: str) -> str:
         """The `hr` parameter of our Record-Route URI: a keyed hash of the Call-ID, so that
@@ -296,11 +317,7 @@ class StatefulProxy:
             return
         branch = self._branches.branch(ack, top_via)
         copy = forwarded_request(
-            ack,
-            Forwarding(
-                own_via=f"SIP/2.0/{transport} {hostport(*local)};branch={branch};rport",
-                top_via=top_via,
-            ),
+            ack, f"SIP/2.0/{transport} {hostport(*local)};branch={branch};rport", top_via
         )
         self._network.send(transport, (target.host, target.port), serialize(copy), target.fqdn)
 
@@ -345,18 +362,17 @@ class StatefulProxy:
 
 def _without_top_via(response: Response) -> Response:
     """*response* with our Via removed (RFC 3261 §16.7 step 3)."""
-    fields = list(response.headers)
+    fields = response.headers._fields
     for index, (name, value) in enumerate(fields):
         if name == "Via":
-            rest = split_list(value)[1:]
-            if rest:
-                fields[index] = ("Via", ", ".join(rest))
+            if "," in value and (rest := split_list(value)[1:]):
+                kept = (*fields[:index], ("Via", ", ".join(rest)), *fields[index + 1 :])
             else:
-                del fields[index]
+                kept = fields[:index] + fields[index + 1 :]
             break
-    return Response(
-        response.status, response.reason, Headers._trusted_copy(tuple(fields)), response.body
-    )
+    else:
+        kept = fields
+    return Response(response.status, response.reason, Headers._trusted_copy(kept), response.body)
 
 
 def _rank(status: int) -> tuple[int, int]:

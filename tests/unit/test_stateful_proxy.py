@@ -436,3 +436,59 @@ def test_branch_of_a_routing_hash_is_the_branch_of_its_request() -> None:
     assert scheme.branch_of(routing, top, 2) == scheme.branch(request, top, 2)
     assert scheme.branch_of(routing, top, 2) != scheme.branch_of(routing, top, 1)
     assert scheme.branch(request, top).endswith("." + routing)
+
+
+def test_vias_sharing_a_line_are_kept_apart_both_ways() -> None:
+    """A first Via line holding several values (RFC 3261 §7.3.1): the forwarded copy puts
+    our Via above it and annotates only its first value (§18.2.1); the relayed response
+    loses only our Via, however the home wrote the Vias (§16.7 step 3)."""
+    director = Director()
+    two_in_one = request(vias=0, extra="").replace(
+        "Max-Forwards",
+        "Via: SIP/2.0/UDP 192.0.2.10:5099;branch=z9hG4bKa;rport, "
+        "SIP/2.0/UDP 192.0.2.11:5099;branch=z9hG4bKb\r\nMax-Forwards",
+        1,
+    )
+    flow = director.receive(two_in_one)
+    (forwarded,) = director.sent()
+    assert forwarded.headers.get_all("Via")[1:] == [
+        "SIP/2.0/UDP 192.0.2.10:5099;branch=z9hG4bKa;rport=5099;received=192.0.2.10, "
+        "SIP/2.0/UDP 192.0.2.11:5099;branch=z9hG4bKb"
+    ]
+    ours, theirs = forwarded.headers.get_all("Via")
+    answer = response_to(forwarded, 200, "OK").replace(
+        f"Via: {ours}\r\nVia: {theirs}".encode(), f"Via: {ours}, {theirs}".encode()
+    )
+    assert answer.count(b"Via: ") == 1
+    director.receive(answer, RecordingFlow(remote=HOME))
+    (ok,) = responses(flow)
+    assert ok.headers.get_all("Via") == [theirs]
+
+
+def test_only_a_stream_channel_watches_its_connection() -> None:
+    """A datagram has no connection to lose (`ISipNetwork.watch`): a UDP channel never
+    asks to watch one, a TCP channel does from its first send."""
+    network = RecordingNetwork()
+    udp = NetworkChannel(network, Target("h", "192.0.2.50", 5060, "udp"))
+    assert udp.send(b"x") and network.watchers == {}
+    tcp = NetworkChannel(network, Target("h", "192.0.2.50", 5060, "tcp"))
+    assert tcp.send(b"x") and list(network.watchers) == [("TCP", ("192.0.2.50", 5060))]
+    tcp.close()
+    assert network.watchers == {}
+
+
+def test_a_request_carrying_our_branch_from_elsewhere_is_no_loop() -> None:
+    """§16.3 step 4 asks whether one of *our* Vias carries the routing hash: the same
+    branch under another host's Via is not a loop (the quick text check must not decide
+    on the branch alone)."""
+    director = Director()
+    director.receive(request())
+    (forwarded,) = director.sent()
+    ours = forwarded.headers.get_all("Via")[0]
+    elsewhere = ours.replace("192.0.2.1:5060", "198.51.100.7:5060")
+    director.receive(
+        request(vias=1, branch="z9hG4bKnew").replace(
+            "Max-Forwards", f"Via: {elsewhere}\r\nMax-Forwards", 1
+        )
+    )
+    assert len(director.sent()) == 2
