@@ -322,7 +322,13 @@ class DirectorCore:
         """Go on only as the owner of the AOR (RFC 3261 §10.3 step 3 for a REGISTER's
         To; the From of other requests); nothing about the user is revealed before."""
         if isinstance(outcome, Challenge):
-            self._respond(context, outcome.status, None, outcome.headers)
+            self._respond(
+                context,
+                outcome.status,
+                None,
+                outcome.headers,
+                stateless=_without_credentials(context.request),
+            )
             self._log_decision(context, aor, "challenge", None)
             return
         if isinstance(outcome, Refused):
@@ -547,12 +553,18 @@ class DirectorCore:
         status: int,
         reason: str | None = None,
         extra: tuple[tuple[str, str], ...] = (),
+        stateless: bool = False,
     ) -> None:
+        """Answer through the request's server transaction; with *stateless*, as a
+        stateless UAS (RFC 3261 §8.2.7: sent once, nothing kept)."""
         response = self._responses.response(context.request, status, reason, extra, context.top_via)
         if context.sign is not None:
             # Every response in an established security association is signed ([MS-SIPAE]).
             response = context.sign(response)
-        context.transaction.respond(response)
+        if stateless:
+            context.transaction.respond_statelessly(response)
+        else:
+            context.transaction.respond(response)
 
     def _log_decision(
         self, context: _RequestContext, aor: AddressOfRecord, decision: str, target: str | None
@@ -569,6 +581,20 @@ class DirectorCore:
             policy=self._policy.name,
             latency_ms=round((self._clock.seconds() - context.received_at) * 1000, 3),
         )
+
+
+def _without_credentials(request: Request) -> bool:
+    """A non-INVITE request with no Authorization or Proxy-Authorization at all: its
+    challenge is answered statelessly (RFC 3261 §8.2.7), so that clients that have not
+    even tried to authenticate cost no transaction state. A challenge that continues a
+    handshake (NTLM, Kerberos) or refuses credentials (stale or bad Digest) stays in its
+    transaction, so that a retransmission gets the same answer."""
+    headers = request.headers
+    return (
+        request.method != "INVITE"
+        and "Authorization" not in headers
+        and "Proxy-Authorization" not in headers
+    )
 
 
 class _RequestContext:

@@ -81,6 +81,7 @@ class Input(Enum):
     TIMER_I = "Timer I"
     TIMER_J = "Timer J"
     TRANSPORT_ERROR = "transport error"
+    STATELESS_FINAL = "300-699 from a stateless TU"
 
 
 _REQUEST = Input.REQUEST
@@ -89,7 +90,9 @@ _PROVISIONAL = Input.PROVISIONAL
 _SUCCESS = Input.SUCCESS
 _FAILURE = Input.FAILURE
 _TRANSPORT_ERROR = Input.TRANSPORT_ERROR
+_STATELESS_FINAL = Input.STATELESS_FINAL
 _TU_RESPONSES = (_PROVISIONAL, _SUCCESS, _FAILURE)
+_NON_INVITE_TU_RESPONSES = (*_TU_RESPONSES, _STATELESS_FINAL)
 
 
 class UndefinedTransition(UndefinedTransitionError):
@@ -164,6 +167,21 @@ class ServerTransaction(TransactionMachine[State, Input]):
             self._input(_FAILURE, response)
         else:
             raise ValueError(f"status code {status} is not a SIP status code")
+
+    def respond_statelessly(self, response: Response) -> None:
+        """Send the final non-2xx *response* once and end the transaction at once: the TU
+        answered as a stateless UAS would (RFC 3261 §8.2.7), so nothing is kept for Timer J
+        and a retransmission of the request is processed as a new request.
+
+        For the challenge to a request that carries no credentials: a client that has not
+        authenticated must not be able to make the server keep state for 32 s per request
+        (a spoofed flood would fill the table). Non-INVITE transactions only: an INVITE's
+        final response has to wait for its ACK (§17.2.1).
+        """
+        if not 300 <= response.status < 700:
+            raise ValueError(f"a stateless final response is 300-699, not {response.status}")
+        self._request = None
+        self._input(Input.STATELESS_FINAL, response)
 
     def transport_error(self) -> None:
         """The transport failed to deliver a response: terminate (§17.2.4)."""
@@ -248,6 +266,14 @@ class NonInviteServerTransaction(ServerTransaction):
         self._timer_j = self._table._timer_j(self._reliable).schedule(self._timer_j_fired)
         self._transmit(data)
 
+    def _send_final_and_end(self, response: Response | None) -> None:
+        """Send the final response once and leave the table (§8.2.7): Terminated, whatever
+        the send does."""
+        assert response is not None
+        data = serialize(response)
+        self._terminate(None)
+        self._transmit(data)
+
     def _timer_j_fired(self) -> None:
         self._timer_j = None
         self._input(Input.TIMER_J)
@@ -279,13 +305,16 @@ NON_INVITE_TRANSITIONS: dict[tuple[State, Input], tuple[State, _NonInviteAction]
     (_PROCEEDING, _SUCCESS): (_COMPLETED, _N._send_final),
     (_PROCEEDING, _FAILURE): (_COMPLETED, _N._send_final),
     (_PROCEEDING, _TRANSPORT_ERROR): (_TERMINATED, _N._fail),
+    # §8.2.7: the TU answers as a stateless UAS (see `respond_statelessly`).
+    (_TRYING, _STATELESS_FINAL): (_TERMINATED, _N._send_final_and_end),
+    (_PROCEEDING, _STATELESS_FINAL): (_TERMINATED, _N._send_final_and_end),
     (_COMPLETED, _REQUEST): (_COMPLETED, _N._resend_last),
     # "Any other final responses passed by the TU ... MUST be discarded"
-    **staying(_COMPLETED, _TU_RESPONSES, _N._discard_response),
+    **staying(_COMPLETED, _NON_INVITE_TU_RESPONSES, _N._discard_response),
     (_COMPLETED, Input.TIMER_J): (_TERMINATED, _N._terminate),
     (_COMPLETED, _TRANSPORT_ERROR): (_TERMINATED, _N._fail),
     # The TU may answer after a transport error ended the transaction.
-    **staying(_TERMINATED, _TU_RESPONSES, _N._discard_response),
+    **staying(_TERMINATED, _NON_INVITE_TU_RESPONSES, _N._discard_response),
     (_TERMINATED, _TRANSPORT_ERROR): (_TERMINATED, _N._ignore),
 }
 NonInviteServerTransaction._transitions = NON_INVITE_TRANSITIONS

@@ -30,10 +30,14 @@ from homeredirect.transaction.server import ServerTransactionTable
 from tests.unit.fakes import RecordingFlow, RecordingNetwork, TableResolver, stateful_proxy
 
 TABLE = {"alice@example.com": "home1.example.com", "bob@example.com": "home2.example.com"}
+# The server transaction table of each core `make` builds, by the core's clock.
+TABLES: dict[Clock, ServerTransactionTable] = {}
 
 
-def make(tmp_path: Path, required: bool = True) -> tuple[DirectorCore, TableResolver, Any]:
-    clock = Clock()
+def make(
+    tmp_path: Path, required: bool = True, clock: Clock | None = None
+) -> tuple[DirectorCore, TableResolver, Any]:
+    clock = clock or Clock()
     users = tmp_path / "users.csv"
     users.write_text("user,password\nalice@example.com,wonderland\n")
     accounts = read_credentials(users)
@@ -52,7 +56,7 @@ def make(tmp_path: Path, required: bool = True) -> tuple[DirectorCore, TableReso
         settings=DirectorSettings(domains=frozenset({"example.com"})),
         resolver=resolver,
         policy=ViaCountPolicy(PolicyContext(fqdn="director.example.com")),
-        transactions=ServerTransactionTable(clock),
+        transactions=TABLES.setdefault(clock, ServerTransactionTable(clock)),
         responses=ResponseFactory("test", iter(f"tag{n}" for n in range(99)).__next__),
         proxy=stateful_proxy(RecordingNetwork(), clock),
         targets=lambda fqdn: (Target(fqdn, fqdn, 5061, "tls"), None),
@@ -137,3 +141,37 @@ def test_cancel_is_never_challenged(tmp_path: Path) -> None:
     flow = RecordingFlow()
     core.message_received(request(method="CANCEL"), flow)
     assert last(flow).status == 481
+
+
+def test_challenge_without_credentials_keeps_no_transaction(tmp_path: Path) -> None:
+    """RFC 3261 §8.2.7: the first challenge is sent statelessly; a retransmission of the
+    request is a new request and gets a fresh challenge (another nonce)."""
+    clock = Clock()
+    core, _, _ = make(tmp_path, clock=clock)
+    flow = RecordingFlow()
+    core.message_received(request(), flow)
+    assert len(TABLES[clock]) == 0
+    core.message_received(request(), flow)
+    first, second = flow.messages()
+    assert isinstance(first, Response) and isinstance(second, Response)
+    assert (first.status, second.status) == (401, 401)
+    assert first.headers.get("WWW-Authenticate") != second.headers.get("WWW-Authenticate")
+
+
+def test_challenge_to_refused_credentials_stays_in_its_transaction(tmp_path: Path) -> None:
+    """A challenge that answers credentials (here a nonce we never issued) is kept for
+    Timer J, so that a retransmission gets the same 401 back."""
+    clock = Clock()
+    core, _, _ = make(tmp_path, clock=clock)
+    flow = RecordingFlow()
+    forged = (
+        'Digest realm="example.com", username="alice", nonce="x", uri="sip:example.com", '
+        'response="0", qop=auth, nc=00000001, cnonce="c", algorithm=SHA-256'
+    )
+    core.message_received(request(auth=forged), flow)
+    assert last(flow).status == 401
+    assert len(TABLES[clock]) == 1
+    core.message_received(request(auth=forged), flow)
+    first, second = flow.messages()
+    assert isinstance(first, Response) and isinstance(second, Response)
+    assert first.headers.get("WWW-Authenticate") == second.headers.get("WWW-Authenticate")

@@ -428,6 +428,54 @@ def test_retransmission_in_completed_resends_the_final_each_time() -> None:
     assert len(set(peer.sent)) == 1
 
 
+def test_stateless_final_is_sent_once_and_keeps_nothing() -> None:
+    """RFC 3261 §8.2.7: the transaction ends at once; a retransmission of the request is
+    no longer absorbed (the TU answers it as a new request)."""
+    req = request()
+    clock, table, peer, transaction = start(req)
+    transaction.respond_statelessly(response(req, 401))
+    assert peer.statuses() == [401]
+    assert len(table) == 0
+    assert not table.absorb(req)
+    clock.advance(64)
+    assert peer.statuses() == [401]
+
+
+def test_stateless_final_after_a_provisional_ends_the_transaction() -> None:
+    req = request()
+    _, table, peer, transaction = start(req)
+    transaction.respond(response(req, 100, "Trying", to_tag=None))
+    transaction.respond_statelessly(response(req, 407))
+    assert peer.statuses() == [100, 407]
+    assert len(table) == 0
+
+
+def test_stateless_final_after_the_final_is_discarded() -> None:
+    req = request()
+    _, table, peer, transaction = start(req)
+    transaction.respond(response(req, 301))
+    transaction.respond_statelessly(response(req, 401))
+    assert peer.statuses() == [301]
+    assert len(table) == 1
+
+
+@pytest.mark.parametrize("status", [100, 200, 299, 700])
+def test_stateless_response_must_be_a_final_non_2xx(status: int) -> None:
+    req = request()
+    _, table, peer, transaction = start(req)
+    with pytest.raises(ValueError):
+        transaction.respond_statelessly(response(req, status))
+    assert peer.sent == [] and len(table) == 1
+
+
+def test_failed_stateless_send_leaves_nothing_behind() -> None:
+    req = request()
+    _, table, peer, transaction = start(req)
+    peer.broken = True
+    transaction.respond_statelessly(response(req, 401))
+    assert len(table) == 0
+
+
 def test_final_response_goes_out_serialized() -> None:
     req = request()
     _, _, peer, transaction = start(req)
