@@ -244,9 +244,14 @@ _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _IPV4_RE = re.compile(IPV4)
 _SIMPLE_PARAMS = rf"(?:;{_TOKEN}(?:={_TOKEN})?)*"
 #: The common shape of a Via, with no LWS, IPv6 or quoted values: matched in one
-#: call; anything else takes the general path below.
+#: call; anything else takes the general path below.  The commonest parameters of
+#: all, a branch alone or followed by an empty rport (RFC 3581 §4), are read by the
+#: first alternative: a token branch and a flag rport need no further check.  Its
+#: branch run is possessive (no ';' can be given back into it), so that any other
+#: parameters after it fail over to the second alternative at once.
 _VIA_FAST_RE = re.compile(
-    rf"SIP/2\.0/({_TOKEN}) ({HOST_NAME_OR_IPV4})(?::([0-9]{{1,5}}))?({_SIMPLE_PARAMS})"
+    rf"SIP/2\.0/({_TOKEN}) ({HOST_NAME_OR_IPV4})(?::([0-9]{{1,5}}))?"
+    rf"(?:;branch=({_TOKEN}+)(;rport)?|({_SIMPLE_PARAMS}))"
 )
 
 
@@ -257,12 +262,16 @@ def parse_via(value: str) -> Via:
     """
     fast = _VIA_FAST_RE.fullmatch(value)
     if fast is not None:
-        transport, host, port_text, params_text = fast.groups()
+        transport, host, port_text, branch, rport, params_text = fast.groups()
         port = int(port_text) if port_text else None
         if port is None or 0 < port < 65536:
-            params = split_simple_params(params_text) if params_text else ()
-            if params:
-                _check_via_params(params)
+            params: Params
+            if branch is not None:
+                params = (("branch", branch), ("rport", None)) if rport else (("branch", branch),)
+            else:
+                params = split_simple_params(params_text) if params_text else ()
+                if params:
+                    _check_via_params(params)
             return Via(transport.upper(), host.lower(), port, params)
     match = _VIA_RE.fullmatch(value.strip(_LWS))
     if match is None:

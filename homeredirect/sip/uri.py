@@ -28,9 +28,14 @@ _PASSWORD_RE = re.compile(rf"(?:[{_UNRESERVED}&=+$,]++|{_ESCAPED})*+")
 _PARAMCHAR_RE = re.compile(SIP_PARAMCHARS)
 _HEADERS_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/?:+$=&]++|{_ESCAPED})*+")
 #: RFC 3261 §25.1 hostname: the top label starts with a letter, so that an
-#: all-numeric name is an IPv4 address and nothing else.
+#: all-numeric name is an IPv4 address and nothing else.  A label, alphanum
+#: ``*( alphanum / "-" ) alphanum`` or a single alphanum, is written as runs of
+#: alphanums joined by runs of '-', the runs possessive: a run is followed by a
+#: character of another kind, so giving characters back cannot help, and the
+#: engine no longer tries it at each label's end.  (Only character runs are
+#: possessive: CPython 3.11.2 mismatches ``(?:-++[A-Za-z0-9]++)*+`` here.)
 HOSTNAME = (
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?"
+    r"(?:[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*\.)*[A-Za-z][A-Za-z0-9]*+(?:-++[A-Za-z0-9]++)*\.?"
 )
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
@@ -63,6 +68,11 @@ def unescape(text: str) -> str:
     return decoded.decode("utf-8", "surrogateescape")
 
 
+#: Digit strings this short are read by ``int()`` at once: the common Content-Length,
+#: CSeq and Max-Forwards values skip stripping zeros and measuring *maximum*.
+_SHORT_DIGITS = 18
+
+
 def bounded_int(text: str, maximum: int) -> int | None:
     """The value of the ASCII digit string *text*, or None if it is not one or exceeds *maximum*.
 
@@ -72,6 +82,9 @@ def bounded_int(text: str, maximum: int) -> int | None:
     """
     if not (text.isdigit() and text.isascii()):
         return None
+    if len(text) <= _SHORT_DIGITS:
+        value = int(text)
+        return value if value <= maximum else None
     significant = text.lstrip("0")
     if len(significant) > len(str(maximum)):
         return None
