@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -476,6 +476,8 @@ class Target:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # How long the server keeps a completed transaction: see `settle`.
+    state_seconds: ClassVar[float] = 0.0
 
     def command(self, config_dir: Path, assignments: int) -> list[str]:
         raise NotImplementedError
@@ -488,6 +490,9 @@ class Target:
 
 
 class KamailioTarget(Target):
+    # tm's defaults: an unanswered transaction waits fr_timer (30 s), then wt_timer (5 s).
+    state_seconds: ClassVar[float] = 35.0
+
     def check_available(self) -> str | None:
         if shutil.which("kamailio") is None:
             return "kamailio not installed (apt-get install kamailio)"
@@ -515,6 +520,7 @@ class KamailioTarget(Target):
 
 
 class DirectorTarget(Target):
+    state_seconds: ClassVar[float] = 33.0  # Timer J over UDP, 64*T1 = 32 s (RFC 3261 §17.2.2)
     twistd: Path = REPO_DIR / ".venv" / "bin" / "twistd"
     # --director-command: argv template with {config}, replacing twistd (stand-ins, profiling).
     command_template: str | None = None
@@ -901,6 +907,19 @@ def wait_for_quiet(target: Target, sipp_cpu: int, server_cpu: int) -> float:
     return round(time.monotonic() - start, 1)
 
 
+def settle(target: Target) -> None:
+    """Before a confirming run, wait until the server has let go of the transactions of
+    the steps before it (a completed non-INVITE server transaction lives 32 s over UDP,
+    RFC 3261 §17.2.2; Kamailio's tm waits up to 30 + 5 s): otherwise the expiry and
+    collection of an overloaded step's transactions (retransmissions included) fall
+    into the confirming run, which then measures the previous step's aftermath rather
+    than the rate it offers. Each confirming run starts from the state the search's
+    steps started from."""
+    if target.state_seconds > 0:
+        log(f"  (waiting {target.state_seconds:g} s for the earlier steps' transactions to end)")
+        time.sleep(target.state_seconds)
+
+
 def wait_idle(target: Target, limit: float = 15.0) -> None:
     """After a heavy step, let the server drain: wait for a prompt probe answer."""
     deadline = time.monotonic() + limit
@@ -974,6 +993,7 @@ def search_max_rate(
     if best is not None and plan.confirm_seconds > plan.step_seconds:
         rate = best.rate
         for attempt in range(7):
+            settle(target)
             res = step(rate, plan.confirm_seconds)
             if res.passed:
                 confirmed = res
