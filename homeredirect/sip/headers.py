@@ -16,7 +16,7 @@ from homeredirect.sip.errors import SipParseError
 from homeredirect.sip.uri import (
     HOST_NAME_OR_IPV4,
     IPV4,
-    SIP_PARAMCHARS,
+    SIP_URI_PARAMS,
     SIP_USER,
     Params,
     SipUri,
@@ -344,11 +344,13 @@ class NameAddr:
 
 
 #: The common shape of From/To/Contact: an optional quoted or token display name
-#: and a sip/sips URI with plain parameters in angle brackets.
+#: and a sip/sips URI with plain parameters in angle brackets.  The quoted string
+#: (RFC 3261 §25.1) is runs of plain characters between quoted-pairs, its runs alone
+#: possessive (see `homeredirect.sip.uri` on CPython 3.11.2 and possessive groups).
 _NAME_ADDR_FAST_RE = re.compile(
-    rf"(\"(?:[^\"\\\r\n]++|\\[^\r\n])*+\"|{_TOKEN}(?: {_TOKEN})*)? ?"
+    rf"(\"[^\"\\\r\n]*+(?:\\[^\r\n][^\"\\\r\n]*+)*\"|{_TOKEN}(?: {_TOKEN})*)? ?"
     rf"<(sips?):(?:({SIP_USER})@)?({HOST_NAME_OR_IPV4})(?::([0-9]{{1,5}}))?"
-    rf"((?:;{SIP_PARAMCHARS}(?:={SIP_PARAMCHARS})?)*+)>({_SIMPLE_PARAMS})"
+    rf"({SIP_URI_PARAMS})>({_SIMPLE_PARAMS})"
 )
 
 

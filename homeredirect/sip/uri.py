@@ -14,19 +14,43 @@ from attrs import frozen
 
 from homeredirect.sip.errors import SipParseError
 
-# The character runs below are possessive (``++``): none of their characters can
-# also follow them, so giving some back never helps a match, and Python's
-# backtracking engine is spared trying it (RFC 4475 §3.1.1.7 has long runs).
+# The character runs below are possessive (``[...]*+``): none of their characters
+# can also follow them, so giving some back never helps a match, and Python's
+# backtracking engine is spared trying it (RFC 4475 §3.1.1.7 has long runs).  Only
+# single character classes are possessive, never a group: CPython before 3.11.5
+# (Debian's 3.11.2) mismatches possessive groups (gh-106052), and
+# ``(?:;name(?:=value)?)*+`` took the lone ';' of ``sip:a;`` as a parameter.  A
+# repeated group here starts with a character that no run takes ('%' of an escape,
+# ';' of a parameter), so a plain greedy group gives back each of them at most once.
 _ESCAPED = r"%[0-9A-Fa-f]{2}"
 _UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
+
+
+def _escaped_run(chars: str) -> str:
+    """``*( [chars] / escaped )``, RFC 3261 §25.1, as runs of *chars* between escapes.
+
+    Spelt ``(?:[chars]+|escaped)*``, a run could be split into iterations in many
+    ways, which a failing match tries one after another (exponential time); here
+    every string has one split.
+    """
+    return rf"[{chars}]*+(?:{_ESCAPED}[{chars}]*+)*"
+
+
+def _escaped_run_1(chars: str) -> str:
+    """``1*( [chars] / escaped )``: one character or escape, then `_escaped_run`."""
+    return rf"(?:[{chars}]|{_ESCAPED}){_escaped_run(chars)}"
+
+
 #: RFC 3261 §25.1 user: unreserved, escaped and user-unreserved characters.
-SIP_USER = rf"(?:[{_UNRESERVED}&=+$,;?/]++|{_ESCAPED})++"
+SIP_USER = _escaped_run_1(rf"{_UNRESERVED}&=+$,;?/")
 #: RFC 3261 §25.1 paramchar, for uri-parameter names and values.
-SIP_PARAMCHARS = rf"(?:[{_UNRESERVED}\[\]/:&+$]++|{_ESCAPED})++"
+SIP_PARAMCHARS = _escaped_run_1(rf"{_UNRESERVED}\[\]/:&+$")
+#: RFC 3261 §25.1 uri-parameters, each ``;pname[=pvalue]`` with a non-empty pname.
+SIP_URI_PARAMS = rf"(?:;{SIP_PARAMCHARS}(?:={SIP_PARAMCHARS})?)*"
 _USER_RE = re.compile(SIP_USER)
-_PASSWORD_RE = re.compile(rf"(?:[{_UNRESERVED}&=+$,]++|{_ESCAPED})*+")
+_PASSWORD_RE = re.compile(_escaped_run(rf"{_UNRESERVED}&=+$,"))
 _PARAMCHAR_RE = re.compile(SIP_PARAMCHARS)
-_HEADERS_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/?:+$=&]++|{_ESCAPED})*+")
+_HEADERS_RE = re.compile(_escaped_run(rf"{_UNRESERVED}\[\]/?:+$=&"))
 #: RFC 3261 §25.1 hostname: the top label starts with a letter, so that an
 #: all-numeric name is an IPv4 address and nothing else.  A label, alphanum
 #: ``*( alphanum / "-" ) alphanum`` or a single alphanum, is written as runs of
@@ -53,7 +77,7 @@ _UNESCAPE_RE = re.compile(rb"%([0-9A-Fa-f]{2})")
 #: call; anything else takes the general path of `parse_uri`.
 _SIP_URI_FAST_RE = re.compile(
     rf"(sips?):(?:({SIP_USER})@)?({HOST_NAME_OR_IPV4})(?::([0-9]{{1,5}}))?"
-    rf"((?:;{SIP_PARAMCHARS}(?:={SIP_PARAMCHARS})?)*+)"
+    rf"({SIP_URI_PARAMS})"
 )
 
 Params = tuple[tuple[str, str | None], ...]
