@@ -144,11 +144,10 @@ def _read_head(data: bytes | bytearray, head_end: int) -> _Head:
     if "\r\n " in block or "\r\n\t" in block:
         block = _FOLD_RE.sub(" ", block)
     trailing_lws = " \r\n" in block or "\t\r\n" in block
-    read = _read_fields(block, trailing_lws)
-    if read is None:
-        fields, index, head.error = _read_fields_checked(block, trailing_lws)
-    else:
-        fields, index = read
+    pairs = _split_fields(block)
+    if pairs is None:
+        pairs, head.error = _match_fields(block)
+    fields, index = _indexed(pairs, trailing_lws)
     head.headers = Headers._trusted(tuple(fields), index)
     lengths = index.get("content-length")
     if lengths is not None:
@@ -166,61 +165,51 @@ def _read_head(data: bytes | bytearray, head_end: int) -> _Head:
     return head
 
 
-_Fields = tuple[list[tuple[str, str]], dict[str, list[str]]]
+_Pairs = list[tuple[str, str]]
+_Fields = tuple[_Pairs, dict[str, list[str]]]
 
 
-def _read_fields(block: str, trailing_lws: bool) -> _Fields | None:
-    """The fields of an unfolded header *block* in which every line is well formed
-    (RFC 3261 §7.3.1), or None if any is not.
+def _split_fields(block: str) -> _Pairs | None:
+    """The (name, value) pairs of an unfolded header *block* in which every line is
+    well formed (RFC 3261 §7.3.1), or None if any is not.
 
-    The fast path: where it answers, `_HEADER_LINE_RE` would match every line the
-    same way, so `_read_fields_checked` would find the same fields and no error;
-    `block.split` and `str.partition` cost less than its ``findall``.  Every CR
-    and LF must pair up as the CRLFs that end the lines, and each line must have
-    a token and then at once the colon.
+    The fast path: where it answers, `_match_fields` would find the same pairs and
+    no error; `block.split` and `str.partition` cost less than its ``findall``.
+    Every CR and LF must pair up as the CRLFs that end the lines, and each line
+    must have a token and then at once the colon.
     """
     lines = block.split("\r\n")
     lines.pop()  # after the CRLF that ends the block; "" for a block without fields
     count = len(lines)
     if block.count("\r") != count or block.count("\n") != count:
         return None
-    fields: list[tuple[str, str]] = []
-    index: dict[str, list[str]] = {}
+    pairs: _Pairs = []
     names = _NAMES
     for line in lines:
         name, colon, value = line.partition(":")
-        if not colon:
+        if not colon or (name not in names and not TOKEN_RE.fullmatch(name)):
             return None
-        entry = names.get(name)
-        if entry is None:
-            if not TOKEN_RE.fullmatch(name):
-                return None
-            entry = _entry_for(name)
-        value = value.lstrip(" \t")
-        if trailing_lws:
-            value = value.rstrip(" \t")
-        fields.append((entry[0], value))
-        key = entry[1]
-        if key in index:
-            index[key].append(value)
-        else:
-            index[key] = [value]
-    return fields, index
+        pairs.append((name, value.lstrip(" \t")))
+    return pairs
 
 
-def _read_fields_checked(
-    block: str, trailing_lws: bool
-) -> tuple[list[tuple[str, str]], dict[str, list[str]], SipParseError | None]:
-    """The fields of the lines of *block* that are well formed, and the fault of the
-    first that is not (RFC 3261 §7.3.1): a bare CR or LF, or no colon after a token."""
-    pairs = _HEADER_LINE_RE.findall(block)
-    error: SipParseError | None = None
+def _match_fields(block: str) -> tuple[_Pairs, SipParseError | None]:
+    """The (name, value) pairs of the lines of *block* that are well formed, and the
+    fault of the first that is not (RFC 3261 §7.3.1): a bare CR or LF, or no colon
+    after a token."""
+    pairs: _Pairs = _HEADER_LINE_RE.findall(block)
     # Each matched line holds exactly one CR and one LF: any other CR or LF (a bare
     # one, or a line that did not match) makes the counts differ.
     count = len(pairs)
     if block.count("\n") != count or block.count("\r") != count:
-        error = SipParseError(f"bad header line {_first_bad_line(block)!r}")
-    fields: list[tuple[str, str]] = []
+        return pairs, SipParseError(f"bad header line {_first_bad_line(block)!r}")
+    return pairs, None
+
+
+def _indexed(pairs: _Pairs, trailing_lws: bool) -> _Fields:
+    """The fields under their canonical names, and the index of their values by
+    lowercase name; with *trailing_lws*, values lose trailing spaces and tabs."""
+    fields: _Pairs = []
     index: dict[str, list[str]] = {}
     names = _NAMES
     for name, value in pairs:
@@ -233,7 +222,7 @@ def _read_fields_checked(
             index[key].append(value)
         else:
             index[key] = [value]
-    return fields, index, error
+    return fields, index
 
 
 def _first_bad_line(block: str) -> str:

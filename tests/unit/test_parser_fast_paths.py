@@ -1,7 +1,7 @@
 """The parser's fast paths agree with the general ones they stand in for.
 
-`_read_fields` (split and partition) must read every header block it accepts
-exactly as `_read_fields_checked` (the line regex) does, and decline every
+`_split_fields` (split and partition) must read every header block it accepts
+exactly as `_match_fields` (the line regex) does, and decline every
 block that has a fault; the first alternative of `_VIA_FAST_RE` (a branch,
 perhaps an empty rport) must give the Via that the general path gives; the
 possessive `HOSTNAME` pattern must accept what the plain one did; and
@@ -22,9 +22,10 @@ from homeredirect.sip.headers import Via, parse_via
 from homeredirect.sip.parser import (
     MessageReceived,
     MessageRejected,
-    _read_fields,
-    _read_fields_checked,
+    _indexed,
+    _match_fields,
     _read_head,
+    _split_fields,
     parse_datagram,
 )
 from homeredirect.sip.uri import HOSTNAME, bounded_int
@@ -49,11 +50,12 @@ def blocks(draw: st.DrawFn) -> str:
 
 @given(blocks(), st.booleans())
 def test_fast_field_reading_agrees_with_the_checked_reading(block: str, trailing: bool) -> None:
-    fast = _read_fields(block, trailing)
-    fields, index, error = _read_fields_checked(block, trailing)
+    fast = _split_fields(block)
+    pairs, error = _match_fields(block)
     if fast is not None:
         assert error is None
-        assert fast == (fields, index)
+        assert fast == pairs
+        assert _indexed(fast, trailing) == _indexed(pairs, trailing)
 
 
 _GOOD_LINES = st.tuples(
@@ -68,10 +70,11 @@ def test_well_formed_blocks_take_the_fast_path(
     lines: list[tuple[str, str, str]], trailing: bool
 ) -> None:
     block = "".join(f"{name}{colon}{value}\r\n" for name, colon, value in lines)
-    fast = _read_fields(block, trailing)
+    fast = _split_fields(block)
     assert fast is not None
-    fields, index, error = _read_fields_checked(block, trailing)
-    assert error is None and fast == (fields, index)
+    pairs, error = _match_fields(block)
+    assert error is None and fast == pairs
+    assert _indexed(fast, trailing) == _indexed(pairs, trailing)
 
 
 @pytest.mark.parametrize(
@@ -88,7 +91,7 @@ def test_well_formed_blocks_take_the_fast_path(
     ],
 )
 def test_blocks_the_fast_path_declines(block: str) -> None:
-    assert _read_fields(block, False) is None
+    assert _split_fields(block) is None
 
 
 @pytest.mark.parametrize(
