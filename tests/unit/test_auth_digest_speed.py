@@ -30,7 +30,6 @@ from homeredirect.auth.authenticator import (
 from homeredirect.auth.cred import DigestChecker, ISipDigestCredentials, SipIdentityRealm
 from homeredirect.auth.credentials_file import read_credentials
 from homeredirect.auth.digest import DigestAlgorithm
-from homeredirect.auth.digest_client import answer_challenge
 from homeredirect.auth.limiter import FailureLimiter
 from homeredirect.auth.nonces import NonceIssuer, NonceState, _HmacSha256
 from homeredirect.resolve.interfaces import AddressOfRecord
@@ -42,7 +41,8 @@ from homeredirect.sip.credentials import (
 )
 from homeredirect.sip.errors import SipParseError
 from homeredirect.sip.message import Request
-from homeredirect.sip.parser import MessageReceived, parse_datagram
+from tests.unit.test_auth_digest import answer as answer_to
+from tests.unit.test_auth_digest import challenge_of, register
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 ALICE = AddressOfRecord.parse("alice@example.com")
@@ -192,20 +192,6 @@ def test_too_many_or_repeated_parameters_are_still_refused_by_name() -> None:
 # -- the same work for known and unknown users ----------------------------------------------
 
 
-def register(user: str = "alice", authorization: str | None = None) -> Request:
-    header = f"Authorization: {authorization}\r\n" if authorization else ""
-    data = (
-        "REGISTER sip:example.com SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 192.0.2.10:5099;branch=z9hG4bKabc\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: <sip:{user}@example.com>;tag=f1\r\nTo: <sip:{user}@example.com>\r\n"
-        f"Call-ID: c1@x\r\nCSeq: 1 REGISTER\r\n{header}Content-Length: 0\r\n\r\n"
-    ).encode()
-    event = parse_datagram(data)
-    assert isinstance(event, MessageReceived) and isinstance(event.message, Request)
-    return event.message
-
-
 def outcome(
     auth: DigestAuthenticator, request: Request, source: str = "192.0.2.10"
 ) -> list[AuthOutcome]:
@@ -215,14 +201,7 @@ def outcome(
 
 
 def answer(auth: DigestAuthenticator, user: str, password: str) -> str:
-    challenge = auth.challenge(False).headers[-1][1]  # MD5
-    return answer_challenge(
-        parse_auth_value(challenge),
-        method="REGISTER",
-        uri="sip:example.com",
-        username=user,
-        password=password,
-    )
+    return answer_to(challenge_of(auth.challenge(False), "MD5"), user, password)
 
 
 def test_known_and_unknown_users_cost_the_same_hashes(
