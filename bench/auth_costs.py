@@ -37,16 +37,10 @@ import re
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
-
-from homeredirect.config.load import load_config
-from homeredirect.service import makeService
-from homeredirect.transport.udp import SipDatagramProtocol
+from inprocess import InProcessDirector
 
 DOMAIN = "example.com"
 HOMES = ("home1.example.com", "home2.example.com", "home3.example.com", "home4.example.com")
@@ -72,55 +66,6 @@ REGISTER = (
     "\r\n"
 )
 _CHALLENGE_PARAM = re.compile(r'(nonce|opaque|realm)="([^"]*)"')
-
-
-class _Socket:
-    """The handle `SipDatagramProtocol.startProtocol` sizes and then sends through."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def setsockopt(self, *args: object) -> None:
-        pass
-
-    def getsockopt(self, *args: object) -> int:
-        return 1 << 30
-
-    def sendto(self, data: bytes, destination: object) -> int:
-        self.sent.append(data)
-        return len(data)
-
-
-class _Port:
-    maxPacketSize = 8192
-
-    def __init__(self, host: str, port: int) -> None:
-        self.handle = _Socket()
-        self._address = IPv4Address("UDP", host, port)
-
-    def getHandle(self) -> _Socket:
-        return self.handle
-
-    def getHost(self) -> IPv4Address:
-        return self._address
-
-    def stopListening(self) -> None:
-        pass
-
-
-class _Reactor(Clock):
-    """A `task.Clock` that hands `listenUDP` a fake port (the only reactor call a
-    director with file assignments makes at start-up besides timers)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.protocols: list[tuple[SipDatagramProtocol, _Port]] = []
-
-    def listenUDP(self, port: int, protocol: SipDatagramProtocol, interface: str = "") -> _Port:
-        fake = _Port(interface, port)
-        protocol.makeConnection(fake)  # type: ignore[arg-type]
-        self.protocols.append((protocol, fake))
-        return fake
 
 
 def _write_config(directory: Path, digest: bool) -> Path:
@@ -149,17 +94,8 @@ def _write_config(directory: Path, digest: bool) -> Path:
     return config
 
 
-class Director:
-    """A director built from `config`, its UDP protocol and what it sent."""
-
-    def __init__(self, config: Path) -> None:
-        self.reactor = _Reactor()
-        service = makeService(load_config(config), reactor=self.reactor)
-        for listener in service.listeners:
-            listener.startService()
-        [(protocol, port)] = self.reactor.protocols
-        self.receive: Callable[[bytes, tuple[str, int]], None] = protocol.datagramReceived
-        self.sent = port.handle.sent
+class Director(InProcessDirector):
+    """An in-process director whose rounds are cleared between measurements."""
 
     def expire(self) -> None:
         """Let Timer J remove the round's transactions (RFC 3261 §17.2.2)."""
@@ -219,7 +155,7 @@ def _register(n: int, user: str, cseq: int = 1, auth: str = "") -> bytes:
 def plain_round(director: Director, count: int, offset: int) -> float:
     datagrams = [_register(offset + n, f"user{n % USERS + 1:07d}") for n in range(count)]
     per_request = _timed(director, datagrams)
-    assert all(_status(r) == 301 for r in director.sent)
+    assert all(_status(r) == 301 for r, _ in director.sent)
     director.expire()
     return per_request
 
@@ -230,7 +166,7 @@ def digest_round(
     """Seconds per (challenge, authenticated) transaction."""
     first = [_register(offset + n, DIGEST_USER) for n in range(count)]
     challenge = _timed(director, first, profile)
-    challenges = list(director.sent)
+    challenges = [data for data, _ in director.sent]
     assert all(_status(r) == 401 for r in challenges)
     director.sent.clear()
     second = [
@@ -238,7 +174,7 @@ def digest_round(
         for n, c in enumerate(challenges)
     ]
     authenticated = _timed(director, second, profile)
-    assert all(_status(r) == 301 for r in director.sent), director.sent[0].decode()
+    assert all(_status(r) == 301 for r, _ in director.sent), director.sent[0][0].decode()
     director.expire()
     return challenge, authenticated
 

@@ -49,12 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
-
-from homeredirect.config.load import load_config
-from homeredirect.service import makeService
-from homeredirect.transport.udp import SipDatagramProtocol
+from inprocess import InProcessDirector
 
 DOMAIN = "example.com"
 HOMES = ("home1.example.com", "home2.example.com", "home3.example.com", "home4.example.com")
@@ -80,55 +75,6 @@ REGISTER = (
 )
 # What bench/home_uas.xml copies from the request into its 200 ([last_Via:] is every Via).
 _COPIED = (b"Via:", b"From:", b"Call-ID:", b"CSeq:")
-
-
-class _Socket:
-    """The handle `SipDatagramProtocol.startProtocol` sizes and then sends through."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, object]] = []
-
-    def setsockopt(self, *args: object) -> None:
-        pass
-
-    def getsockopt(self, *args: object) -> int:
-        return 1 << 30
-
-    def sendto(self, data: bytes, destination: object) -> int:
-        self.sent.append((data, destination))
-        return len(data)
-
-
-class _Port:
-    maxPacketSize = 8192
-
-    def __init__(self, host: str, port: int) -> None:
-        self.handle = _Socket()
-        self._address = IPv4Address("UDP", host, port)
-
-    def getHandle(self) -> _Socket:
-        return self.handle
-
-    def getHost(self) -> IPv4Address:
-        return self._address
-
-    def stopListening(self) -> None:
-        pass
-
-
-class _Reactor(Clock):
-    """A `task.Clock` that hands `listenUDP` a fake port (the only reactor call a
-    director with file assignments makes at start-up besides timers)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.protocols: list[tuple[SipDatagramProtocol, _Port]] = []
-
-    def listenUDP(self, port: int, protocol: SipDatagramProtocol, interface: str = "") -> _Port:
-        fake = _Port(interface, port)
-        protocol.makeConnection(fake)  # type: ignore[arg-type]
-        self.protocols.append((protocol, fake))
-        return fake
 
 
 def _user(i: int, users: int) -> str:
@@ -157,17 +103,8 @@ def _write_config(directory: Path, users: int) -> Path:
     return config
 
 
-class Director:
-    """A director built from `config`, its UDP protocol and what it sent."""
-
-    def __init__(self, config: Path) -> None:
-        self.reactor = _Reactor()
-        self.service = makeService(load_config(config), reactor=self.reactor)
-        for listener in self.service.listeners:
-            listener.startService()
-        [(protocol, port)] = self.reactor.protocols
-        self.receive: Callable[[bytes, tuple[str, int]], None] = protocol.datagramReceived
-        self.sent = port.handle.sent
+class Director(InProcessDirector):
+    """An in-process proxying director, with its live transaction count."""
 
     def live(self) -> int:
         """Server and client transactions still in the tables."""
