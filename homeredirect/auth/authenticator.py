@@ -36,11 +36,17 @@ from homeredirect.auth.interfaces import IRequestAuthenticator
 from homeredirect.auth.limiter import FailureLimiter
 from homeredirect.auth.nonces import NonceCounts, NonceIssuer, NonceState
 from homeredirect.auth.outcomes import Authenticated, AuthOutcome, Challenge, Refused
+from homeredirect.auth.request_credentials import (
+    TOO_MANY_FAILURES,
+    OurCredentials,
+    credentials_header,
+    refused_when_blocked,
+    refused_without_verdict,
+)
 from homeredirect.logs import FilteredLogger
 from homeredirect.resolve.errors import DirectoryUnavailable
 from homeredirect.resolve.interfaces import AddressOfRecord
-from homeredirect.sip.credentials import AuthValue, format_auth_value, parse_auth_value
-from homeredirect.sip.errors import SipParseError
+from homeredirect.sip.credentials import AuthValue, format_auth_value
 from homeredirect.sip.message import Request
 
 __all__ = ["AuthOutcome", "Authenticated", "Challenge", "DigestAuthenticator", "Refused"]
@@ -77,6 +83,7 @@ class DigestAuthenticator:
         self._counts = counts if counts is not None else NonceCounts()
         self._limiter = limiter
         self._clock = clock
+        self._ours = OurCredentials("Digest", realm)
         self._opaque = nonces.opaque_for("")
         self._last_expiry = clock.seconds()
         # A credentials file under our own realm answers at once, with the AOR itself.
@@ -125,35 +132,28 @@ class DigestAuthenticator:
         Never fails: every problem is an outcome, logged with the source.
         """
         self._expire_counts()
-        header = "Proxy-Authorization" if proxy else "Authorization"
-        try:
-            ours = self._credentials_for_realm(request.headers.get_all(header), header)
-        except SipParseError as e:
-            log.info(
-                "malformed {header} from {source}: {reason}",
-                header=header,
-                source=source,
-                reason=e.reason,
-            )
-            return succeed(Refused(400, f"Malformed {header} header"))
-        if ours is None:
-            return succeed(self.challenge(proxy))
+        ours = self._ours.find(request, proxy, source, log)
+        if not isinstance(ours, AuthValue):
+            return succeed(self.challenge(proxy) if ours is None else ours)
         params = ours.params
         username = params.get("username")
         account = None if username is None else aor_of_username(username, self.realm)
         user_key = None if account is None else str(account)
-        if self._limiter.blocked(source, user_key):
-            log.warn(
-                "refused {source} for {user}: too many failed attempts",
-                source=source,
-                user=user_key,
-            )
-            return succeed(Refused(403, "Too many failed attempts"))
+        refused = refused_when_blocked(
+            self._limiter,
+            source,
+            user_key,
+            log,
+            "refused {source} for {user}: too many failed attempts",
+        )
+        if refused is not None:
+            return succeed(refused)
         problem = _missing_or_bad(params)
         if problem is not None:
             log.info(
                 "bad Digest credentials from {source}: {problem}", source=source, problem=problem
             )
+            header = credentials_header(proxy)
             return succeed(Refused(400, f"Malformed {header} header: {problem}"))
         algorithm = DigestAlgorithm.named(params.get("algorithm"))
         if algorithm is None or algorithm not in self._algorithms:
@@ -242,32 +242,20 @@ class DigestAuthenticator:
     def _login_failed(
         self, failure: Failure, source: str, user: str | None, proxy: bool
     ) -> AuthOutcome:
-        if failure.check(DirectoryUnavailable):
-            # The credentials source (LDAP) cannot answer: not a wrong password, so no
-            # failure is counted; the client retries after Retry-After (RFC 3261 §21.5.4).
-            log.warn(
-                "no Digest credentials for {user} from the directory: {reason}",
-                user=user,
-                reason=str(failure.value),
-            )
-            return Refused(503, "Authentication service unavailable")
-        if not failure.check(UnauthorizedLogin):
-            log.failure("credential check failed for {user}", failure, user=user)
-            return Refused(500, "Authentication failed")
-        self._limiter.failed(source, user)
+        refused = refused_without_verdict(
+            failure,
+            user,
+            log,
+            DirectoryUnavailable,
+            "no Digest credentials for {user} from the directory: {reason}",
+            "credential check failed for {user}",
+        )
+        if refused is not None:
+            return refused
         log.info("authentication failed for {user} from {source}", user=user, source=source)
-        if self._limiter.blocked(source, user):
-            return Refused(403, "Too many failed attempts")
+        if self._limiter.failed(source, user):
+            return TOO_MANY_FAILURES
         return self.challenge(proxy)
-
-    def _credentials_for_realm(self, values: list[str], header: str) -> AuthValue | None:
-        """The Digest credentials for our realm (RFC 3261 §22.3: a request may carry
-        credentials for several realms; the others belong to other proxies)."""
-        for value in values:
-            parsed = parse_auth_value(value, header)
-            if parsed.scheme_is("Digest") and parsed.get("realm") == self.realm:
-                return parsed
-        return None
 
     def _expire_counts(self) -> None:
         now = self._clock.seconds()

@@ -18,8 +18,6 @@ whole file is rejected for one bad line, naming it.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +25,7 @@ from types import MappingProxyType
 
 from attrs import frozen
 
+from homeredirect.auth.accounts_file import read_accounts
 from homeredirect.auth.digest import DigestAlgorithm, ha1_for
 from homeredirect.resolve.interfaces import AddressOfRecord
 
@@ -75,33 +74,9 @@ def _password_ha1(algorithm: DigestAlgorithm, username: str, realm: str, passwor
 
 def read_credentials(path: Path) -> Mapping[AddressOfRecord, DigestAccount]:
     """Read the file; raise `CredentialsFileError` naming the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CredentialsFileError(f"{path}: cannot read: {e}") from e
-    rows = csv.reader(io.StringIO(text))
-    accounts: dict[AddressOfRecord, DigestAccount] = {}
-    header: list[str] | None = None
-    for row in rows:
-        number = rows.line_num
-        cells = [cell.strip() for cell in row]
-        if not cells or not any(cells) or cells[0].startswith("#"):
-            continue
-        if header is None:
-            header = _check_header(cells, path, number)
-            continue
-        if len(cells) != len(header):
-            raise CredentialsFileError(
-                f"{path}:{number}: expected {len(header)} columns ({','.join(header)}), "
-                f"got {len(cells)}"
-            )
-        account = _account(dict(zip(header, cells, strict=True)), path, number)
-        if account.aor in accounts:
-            raise CredentialsFileError(f"{path}:{number}: {account.aor} is listed twice")
-        accounts[account.aor] = account
-    if header is None:
-        raise CredentialsFileError(f"{path}: no header line (user,password or user,ha1_...)")
-    return MappingProxyType(accounts)
+    return read_accounts(
+        path, CredentialsFileError, _check_header, _account, "user,password or user,ha1_..."
+    )
 
 
 def _check_header(cells: list[str], path: Path, number: int) -> list[str]:
@@ -116,13 +91,7 @@ def _check_header(cells: list[str], path: Path, number: int) -> list[str]:
     )
 
 
-def _account(row: dict[str, str], path: Path, number: int) -> DigestAccount:
-    try:
-        aor = AddressOfRecord.parse(row["user"])
-    except ValueError:
-        raise CredentialsFileError(
-            f"{path}:{number}: expected a user such as alice@example.com, got {row['user']!r}"
-        ) from None
+def _account(aor: AddressOfRecord, row: dict[str, str], path: Path, number: int) -> DigestAccount:
     if "password" in row:
         if not row["password"]:
             raise CredentialsFileError(f"{path}:{number}: empty password for {aor}")

@@ -31,10 +31,9 @@ expire with the ticket or after `lifetime` seconds, whichever comes first.
 from __future__ import annotations
 
 import binascii
-import email.utils
 import os
 import threading
-from base64 import b64decode, b64encode
+from base64 import b64decode
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -52,13 +51,13 @@ from zope.interface import implementer
 
 from homeredirect.auth.interfaces import IRequestAuthenticator
 from homeredirect.auth.limiter import FailureLimiter
-from homeredirect.auth.outcomes import Authenticated, AuthOutcome, Challenge, Refused
-from homeredirect.auth.signature import SignedFields, signature_string
+from homeredirect.auth.outcomes import Authenticated, AuthOutcome, Refused
+from homeredirect.auth.request_credentials import TOO_MANY_FAILURES
+from homeredirect.auth.sipae_scheme import SIPAE_REALM, SipaeAuthenticator, sa_version
 from homeredirect.logs import FilteredLogger
 from homeredirect.resolve.interfaces import AddressOfRecord
-from homeredirect.sip.credentials import AuthValue, format_auth_value, parse_auth_value
-from homeredirect.sip.errors import SipParseError
-from homeredirect.sip.message import Request, Response
+from homeredirect.sip.credentials import AuthValue
+from homeredirect.sip.message import Request
 
 __all__ = [
     "SIPAE_REALM",
@@ -75,8 +74,6 @@ __all__ = [
 
 log = FilteredLogger()
 
-SIPAE_REALM = "SIP Communications Service"
-"""The realm every [MS-SIPAE] server announces (§4.2), unrelated to Kerberos realms."""
 MAX_TOKEN_BYTES = 64 * 1024
 """An AP-REQ with a large Active Directory PAC is a few kilobytes; more is refused unread."""
 
@@ -242,6 +239,20 @@ class KerberosAssociation:
         self.cnum = 0
         self.lock = threading.Lock()
 
+    def verify(self, text: bytes, signature: bytes) -> bool:
+        """Whether `signature` is the client's MIC of `text` (GSS_VerifyMIC)."""
+        try:
+            with self.lock:
+                self.context.verify_signature(text, signature)
+        except GSSError:
+            return False
+        return True
+
+    def mic(self, text: bytes) -> str:
+        """Our MIC of `text` (GSS_GetMIC) in upper-case hex, as Microsoft servers send."""
+        with self.lock:
+            return self.context.get_signature(text).hex().upper()
+
 
 class KerberosAssociations:
     """Established SAs by opaque: at most `capacity` (the oldest goes first), each dropped
@@ -294,7 +305,7 @@ class KerberosAssociations:
 
 
 @implementer(IRequestAuthenticator)
-class KerberosSipAuthenticator:
+class KerberosSipAuthenticator(SipaeAuthenticator):
     """[MS-SIPAE] Kerberos for one service principal (`targetname` is `sip/<fqdn>`)."""
 
     def __init__(
@@ -311,79 +322,31 @@ class KerberosSipAuthenticator:
         runner: BlockingRunner,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
+        super().__init__("Kerberos", targetname, version, limiter, clock, random, log)
         self.required = required
         self._acceptor = acceptor
-        self.targetname = targetname
-        self.version = version
         self._associations = associations
         self._mapper = mapper
-        self._limiter = limiter
-        self._clock = clock
         self._runner = runner
-        self._random = random
-
-    def challenge(self, proxy: bool) -> Challenge:
-        """The challenge ([MS-SIPAE] §3.3.5.1): the same for every client, so nothing
-        about a user shows in it."""
-        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        date = email.utils.formatdate(self._clock.seconds(), usegmt=True)
-        value = format_auth_value(
-            "Kerberos",
-            [
-                ("realm", SIPAE_REALM, True),
-                ("targetname", self.targetname, True),
-                ("version", str(self.version), False),
-            ],
-        )
-        return Challenge(407 if proxy else 401, (("Date", date), (name, value)))
 
     # -- IRequestAuthenticator ------------------------------------------------
 
-    def authenticate(self, request: Request, source: str, proxy: bool) -> Deferred[AuthOutcome]:
-        """Decide what `request` from `source` gets; never fails (every problem is an
-        outcome, logged with the source)."""
-        header = "Proxy-Authorization" if proxy else "Authorization"
-        try:
-            ours = self._credentials(request.headers.get_all(header), header)
-        except SipParseError as e:
-            log.info(
-                "malformed {header} from {source}: {reason}",
-                header=header,
-                source=source,
-                reason=e.reason,
-            )
-            return succeed(Refused(400, f"Malformed {header} header"))
-        if ours is None:
-            return succeed(self.challenge(proxy))
-        if self._limiter.blocked(source, None):
-            log.warn("refused {source}: too many failed Kerberos attempts", source=source)
-            return succeed(Refused(403, "Too many failed attempts"))
+    def _with_credentials(
+        self, request: Request, ours: AuthValue, source: str, proxy: bool
+    ) -> Deferred[AuthOutcome]:
+        """An AP-REQ (`gssapi-data`) opens an SA; a request naming one (`opaque`) must be
+        signed in it."""
         data = ours.get("gssapi-data")
         if data:
             return self._accept(request, ours, data, source, proxy)
-        association = self._associations.get(ours.get("opaque") or "")
-        if association is None:
-            if ours.get("opaque") is not None:
-                log.info(
-                    "Kerberos opaque {opaque!r} from {source} names no security association",
-                    opaque=ours.get("opaque"),
-                    source=source,
-                )
+        opaque = ours.get("opaque")
+        if opaque is None:
             return succeed(self.challenge(proxy))
+        association = self._associations.get(opaque)
+        if association is None:
+            event = "Kerberos opaque {opaque!r} from {source} names no security association"
+            return succeed(self._unknown_opaque(event, opaque, source, proxy))
         return succeed(self._signed_request(request, ours, association, source, proxy))
-
-    def _credentials(self, values: list[str], header: str) -> AuthValue | None:
-        """The Kerberos credentials for our realm and targetname ([MS-SIPAE] §3.3.5.2:
-        others are as good as none)."""
-        for value in values:
-            parsed = parse_auth_value(value, header)
-            if (
-                parsed.scheme_is("Kerberos")
-                and parsed.get("realm") == SIPAE_REALM
-                and parsed.get("targetname") == self.targetname
-            ):
-                return parsed
-        return None
 
     # -- the AP-REQ -----------------------------------------------------------
 
@@ -405,7 +368,7 @@ class KerberosSipAuthenticator:
                 pending=self._runner.pending,
             )
             return succeed(Refused(503, "Authentication service busy"))
-        version = _version(ours.get("version"))
+        version = sa_version(ours.get("version"))
         return accepted.addCallbacks(
             self._established,
             self._rejected,
@@ -451,11 +414,10 @@ class KerberosSipAuthenticator:
         if not failure.check(KerberosRejected):
             log.failure("Kerberos acceptor failed for {source}", failure, source=source)
             return Refused(500, "Authentication failed")
-        self._limiter.failed(source, None)
         reason = failure.value.reason  # type: ignore[union-attr]
         log.info("Kerberos token from {source} refused: {reason}", source=source, reason=reason)
-        if self._limiter.blocked(source, None):
-            return Refused(403, "Too many failed attempts")
+        if self._limiter.failed(source, None):
+            return TOO_MANY_FAILURES
         return self.challenge(proxy)
 
     def _new_opaque(self) -> str:
@@ -464,84 +426,3 @@ class KerberosSipAuthenticator:
             opaque = self._random(4).hex().upper()
             if opaque not in self._associations:
                 return opaque
-
-    # -- signatures -----------------------------------------------------------
-
-    def _signed_request(
-        self,
-        request: Request,
-        ours: AuthValue,
-        association: KerberosAssociation,
-        source: str,
-        proxy: bool,
-    ) -> AuthOutcome:
-        """Verify `response=` over the request's signature string ([MS-SIPAE] §3.3.5.3)."""
-        crand, cnum, response = ours.get("crand"), ours.get("cnum"), ours.get("response")
-        try:
-            signature = bytes.fromhex(response or "")
-            number = int(cnum or "", 10)
-        except ValueError:
-            number, signature = -1, b""
-        fields = SignedFields("Kerberos", crand or "", cnum or "", SIPAE_REALM, self.targetname)
-        text = signature_string(request, fields, association.version)
-        valid = crand is not None and number > association.cnum and signature != b""
-        if valid:
-            try:
-                with association.lock:
-                    association.context.verify_signature(text, signature)
-            except GSSError:
-                valid = False
-        if not valid:
-            self._limiter.failed(source, None)
-            log.info(
-                "bad or replayed Kerberos signature from {source} in {opaque}",
-                source=source,
-                opaque=association.opaque,
-            )
-            return self.challenge(proxy)
-        association.cnum = number
-        return Authenticated(association.aor, sign=self._signer(association, proxy, None))
-
-    def _signer(
-        self, association: KerberosAssociation, proxy: bool, reply: bytes | None
-    ) -> Callable[[Response], Response]:
-        name = "Proxy-Authentication-Info" if proxy else "Authentication-Info"
-
-        def sign(response: Response) -> Response:
-            """Add `name` with `rspauth`, the MIC of the response's signature string."""
-            association.snum += 1
-            srand = self._random(4).hex().upper()
-            snum = str(association.snum)
-            fields = SignedFields("Kerberos", srand, snum, SIPAE_REALM, self.targetname)
-            text = signature_string(response, fields, association.version)
-            with association.lock:
-                rspauth = association.context.get_signature(text).hex().upper()
-            params = [
-                ("qop", "auth", True),
-                ("opaque", association.opaque, True),
-                ("srand", srand, True),
-                ("snum", snum, True),
-                ("rspauth", rspauth, True),
-                ("targetname", self.targetname, True),
-                ("realm", SIPAE_REALM, True),
-                ("version", str(association.version), False),
-            ]
-            if reply is not None:
-                params.insert(2, ("gssapi-data", b64encode(reply).decode("ascii"), True))
-            return Response(
-                response.status,
-                response.reason,
-                response.headers.appended(name, format_auth_value("Kerberos", params)),
-                response.body,
-                response.version,
-            )
-
-        return sign
-
-
-def _version(text: str | None) -> int:
-    """The SA's protocol version: the client's `version` (2 to 4), 2 when it sends none
-    (the parameter came with version 3)."""
-    if text is not None and text.isdigit() and 2 <= int(text) <= 4:
-        return int(text)
-    return 2

@@ -32,33 +32,24 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-import ldap
 from attrs import frozen
-from twisted.application.service import Service
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
 from homeredirect.auth.cred import ISipDigestCredentials, aor_of_username, verify_account
 from homeredirect.auth.credentials_file import DigestAccount
 from homeredirect.auth.digest import DigestAlgorithm
 from homeredirect.config.assignments import LdapAssignmentsConfig
-from homeredirect.logs import FilteredLogger
-from homeredirect.resolve.errors import DirectoryUnavailable
 from homeredirect.resolve.interfaces import AddressOfRecord
 from homeredirect.resolve.ldap_filter import InvalidAddress
 from homeredirect.resolve.ldap_pool import (
-    ConnectionSettings,
-    DirectoryUnreachable,
-    LdapConnectionPool,
     SearchResult,
-    use_keytab,
 )
-from homeredirect.resolve.ldap_schema import Entry, first_value, schema_for
+from homeredirect.resolve.ldap_schema import Entry, first_value
+from homeredirect.resolve.ldap_service import LdapDirectoryService
 
 __all__ = [
     "CachedDigestAccounts",
@@ -68,7 +59,6 @@ __all__ = [
     "accounts_from_entries",
 ]
 
-_LOOKUP_SIZE_LIMIT = 2  # enough to see that an address is ambiguous
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -121,17 +111,17 @@ def accounts_from_entries(
 
 
 @implementer(IDigestAccountSource)
-class LdapDigestAccounts(Service):
+class LdapDigestAccounts(LdapDirectoryService):
     """`IDigestAccountSource` on the `[assignments]` LDAP directory; a Service that owns
-    its thread pool and connections (stopping it stops the threads and unbinds).
+    its thread pool and connections, answering within `config.timeout` seconds and backing
+    off after no server could be reached, as the assignment resolver does
+    (`LdapDirectoryService`), so an outage does not queue logins behind dead connects.
 
-    `reactor` provides IReactorTime and IReactorFromThreads. Lookups answer within
-    `config.timeout` seconds. After no server could be reached, lookups fail at once for
-    `reconnect_backoff` seconds (doubling up to `reconnect_backoff_max`), as the
-    assignment resolver does, so an outage does not queue logins behind dead connects.
+    `reactor` provides IReactorTime and IReactorFromThreads.
     """
 
-    log = FilteredLogger()
+    purpose = " for Digest logins"
+    failure_event = "LDAP Digest credentials lookup failed"
 
     def __init__(
         self,
@@ -139,67 +129,24 @@ class LdapDigestAccounts(Service):
         attributes: Mapping[DigestAlgorithm, str],
         reactor: Any,
     ) -> None:
-        self.config = config
-        self._reactor = reactor
-        self._schema = schema_for(config)
+        super().__init__(config, reactor, "ldap-digest")
         self._attributes = MappingProxyType(dict(attributes))
         requested = list(self._attributes.values())
         if self._schema.enabled_attribute is not None:
             requested.append(self._schema.enabled_attribute)
         self._requested = requested
-        self.pool = LdapConnectionPool(ConnectionSettings.from_config(config), config.pool_size)
-        self.threadpool = ThreadPool(minthreads=0, maxthreads=config.pool_size, name="ldap-digest")
-        if config.keytab is not None:
-            use_keytab(str(config.keytab))
-        self._retry_at = 0.0
-        self._backoff = config.reconnect_backoff
-        self._reachable = True
-
-    def startService(self) -> None:
-        self.threadpool.start()
-        super().startService()  # type: ignore[no-untyped-call]
-
-    def stopService(self) -> None:
-        super().stopService()  # type: ignore[no-untyped-call]
-        if self.threadpool.started:
-            self.threadpool.stop()
-        self.pool.close()
-
-    @property
-    def searches(self) -> int:
-        """Search operations sent so far."""
-        return self.pool.searches
 
     def account(self, aor: AddressOfRecord) -> Deferred[DigestAccount | None]:
         try:
             filterstr = self._schema.user_filter.render(aor)
         except InvalidAddress:
             return succeed(None)  # no directory could hold it: unknown, without a query
-        wait = self._retry_at - self._reactor.seconds()
-        if wait > 0:
-            return fail(
-                DirectoryUnavailable(f"LDAP directory unreachable; next try in {wait:.1f} s")
-            )
-        deadline = self._reactor.seconds() + self.config.timeout
-        search: Deferred[SearchResult] = deferToThreadPool(
-            self._reactor, self.threadpool, self._search, filterstr, deadline
-        )
-        search.addTimeout(self.config.timeout, self._reactor)
+        search = self._query(self._search, filterstr)
         return search.addCallbacks(self._found, self._failed, (aor,))
 
-    def _search(self, filterstr: str, deadline: float) -> SearchResult:
+    def _search(self, connection: Any, filterstr: str) -> SearchResult:
         """In a worker thread: the entries the user filter selects."""
-        if self._reactor.seconds() >= deadline:
-            raise DirectoryUnavailable("no LDAP connection free within timeout")
-        with self.pool.connection() as connection:
-            return self.pool.search(
-                connection,
-                self.config.base_dn,
-                ldap.SCOPE_SUBTREE,
-                filterstr,
-                self._requested,
-                size_limit=_LOOKUP_SIZE_LIMIT,
-            )
+        return self._search_user(connection, filterstr, self._requested)
 
     def _found(self, result: SearchResult, aor: AddressOfRecord) -> DigestAccount | None:
         self._now_reachable()
@@ -211,41 +158,6 @@ class LdapDigestAccounts(Service):
                 "LDAP Digest credentials for {aor}: {problem}", aor=str(aor), problem=problem
             )
         return account
-
-    def _failed(self, failure: Failure) -> Failure:
-        """Every failure becomes `DirectoryUnavailable` (503), never a failed login."""
-        if failure.check(TimeoutError, CancelledError):
-            return Failure(
-                DirectoryUnavailable(
-                    f"LDAP lookup took longer than timeout = {self.config.timeout:g} s"
-                )
-            )
-        if failure.check(DirectoryUnreachable):
-            self._now_unreachable(str(failure.value))
-            return failure
-        if failure.check(DirectoryUnavailable):
-            return failure
-        self.log.failure("LDAP Digest credentials lookup failed", failure)
-        return Failure(DirectoryUnavailable(f"LDAP: {failure.getErrorMessage()}"))
-
-    def _now_unreachable(self, reason: str) -> None:
-        wait = self._backoff
-        self._retry_at = self._reactor.seconds() + wait
-        self._backoff = min(wait * 2, self.config.reconnect_backoff_max)
-        if self._reachable:
-            self.log.warn(
-                "LDAP directory unreachable for Digest logins: {reason}; retrying in {wait} s",
-                reason=reason,
-                wait=wait,
-            )
-        self._reachable = False
-
-    def _now_reachable(self) -> None:
-        self._retry_at = 0.0
-        self._backoff = self.config.reconnect_backoff
-        if not self._reachable:
-            self.log.info("LDAP directory reachable again for Digest logins")
-        self._reachable = True
 
 
 @frozen

@@ -68,11 +68,14 @@ class FailureLimiter:
             return True
         return user is not None and self._by_user.count(user, now) >= self.max_failures
 
-    def failed(self, source: str, user: str | None) -> None:
+    def failed(self, source: str, user: str | None) -> bool:
+        """Count a failure; whether `source` or `user` is now blocked (as `blocked` would
+        say at once, without looking the counts up again)."""
         now = self._clock.seconds()
-        self._by_source.add(source, now)
+        count = self._by_source.add(source, now)
         if user is not None:
-            self._by_user.add(user, now)
+            count = max(count, self._by_user.add(user, now))
+        return count >= self.max_failures
 
     def succeeded(self, source: str, user: str) -> None:
         """A success clears the user's count (not the address's: many users may share a

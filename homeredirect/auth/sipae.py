@@ -24,14 +24,12 @@ issued (or has expired) gets a fresh challenge, a malformed header or token a 40
 from __future__ import annotations
 
 import binascii
-import email.utils
 import os
 from base64 import b64decode, b64encode
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
@@ -43,11 +41,17 @@ from homeredirect.auth.ntlm.acceptor import EstablishedContext, NtlmAcceptor, Pe
 from homeredirect.auth.ntlm.messages import NtlmMessageError, parse_authenticate
 from homeredirect.auth.ntlm.winbind import WinbindUnavailable
 from homeredirect.auth.outcomes import Authenticated, AuthOutcome, Challenge, Refused
-from homeredirect.auth.signature import SignedFields, signature_string
+from homeredirect.auth.request_credentials import (
+    TOO_MANY_FAILURES,
+    credentials_header,
+    refused_when_blocked,
+    refused_without_verdict,
+)
+from homeredirect.auth.sipae_scheme import SIPAE_REALM, SipaeAuthenticator, sa_version
 from homeredirect.logs import FilteredLogger
-from homeredirect.sip.credentials import AuthValue, format_auth_value, parse_auth_value
-from homeredirect.sip.errors import SipParseError
-from homeredirect.sip.message import Request, Response
+from homeredirect.resolve.interfaces import AddressOfRecord
+from homeredirect.sip.credentials import AuthValue
+from homeredirect.sip.message import Request
 
 __all__ = [
     "SIPAE_REALM",
@@ -59,8 +63,6 @@ __all__ = [
 
 log = FilteredLogger()
 
-SIPAE_REALM = "SIP Communications Service"
-"""The realm every [MS-SIPAE] server announces (§4.1), unrelated to the Digest realm."""
 SIGNATURE_SEQUENCE = 100
 """The NTLM SeqNum of MS-SIPAE signatures (OCS and pidgin-sipe's `MAC(..., 100, ...)`)."""
 PENDING_LIFETIME = 60.0
@@ -81,6 +83,19 @@ class SecurityAssociation:
         self.version = version
         self.snum = 0
         self.cnum = 0
+
+    def verify(self, text: bytes, signature: bytes) -> bool:
+        """Whether `signature` is the client's over `text`."""
+        return self.context.verify(text, SIGNATURE_SEQUENCE, signature)
+
+    def mic(self, text: bytes) -> str:
+        """Our signature of `text`, in hex (`rspauth`)."""
+        return self.context.sign(text, SIGNATURE_SEQUENCE).hex()
+
+    @property
+    def aor(self) -> AddressOfRecord:
+        """The account the NTLM context authenticated."""
+        return self.context.account
 
 
 class _ExpiringTable(Generic[_T]):
@@ -148,7 +163,7 @@ class SecurityAssociations:
 
 
 @implementer(IRequestAuthenticator)
-class NtlmSipAuthenticator:
+class NtlmSipAuthenticator(SipaeAuthenticator):
     """[MS-SIPAE] NTLM for one server name (`targetname`)."""
 
     def __init__(
@@ -163,34 +178,12 @@ class NtlmSipAuthenticator:
         clock: IReactorTime,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
+        super().__init__("NTLM", targetname, version, limiter, clock, random, log)
         self.required = required
         self._acceptor = acceptor
-        self.targetname = targetname
-        self.version = version
         self._associations = associations
-        self._limiter = limiter
-        self._clock = clock
-        self._random = random
 
     # -- challenges -----------------------------------------------------------
-
-    def _challenge(self, proxy: bool, params: list[tuple[str, str, bool]]) -> Challenge:
-        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        date = email.utils.formatdate(self._clock.seconds(), usegmt=True)
-        return Challenge(
-            407 if proxy else 401, (("Date", date), (name, format_auth_value("NTLM", params)))
-        )
-
-    def challenge(self, proxy: bool) -> Challenge:
-        """The first challenge ([MS-SIPAE] §3.3.5.1): the same for every client."""
-        return self._challenge(
-            proxy,
-            [
-                ("realm", SIPAE_REALM, True),
-                ("targetname", self.targetname, True),
-                ("version", str(self.version), False),
-            ],
-        )
 
     def _token_challenge(self, proxy: bool) -> Challenge:
         """A new pending SA and the 401 carrying its CHALLENGE (§3.3.5.2, §4.1 step 4)."""
@@ -211,25 +204,11 @@ class NtlmSipAuthenticator:
 
     # -- IRequestAuthenticator ------------------------------------------------
 
-    def authenticate(self, request: Request, source: str, proxy: bool) -> Deferred[AuthOutcome]:
-        """Decide what `request` from `source` gets; never fails (every problem is an
-        outcome, logged with the source)."""
-        header = "Proxy-Authorization" if proxy else "Authorization"
-        try:
-            ours = self._credentials(request.headers.get_all(header), header)
-        except SipParseError as e:
-            log.info(
-                "malformed {header} from {source}: {reason}",
-                header=header,
-                source=source,
-                reason=e.reason,
-            )
-            return succeed(Refused(400, f"Malformed {header} header"))
-        if ours is None:
-            return succeed(self.challenge(proxy))
-        if self._limiter.blocked(source, None):
-            log.warn("refused {source}: too many failed NTLM attempts", source=source)
-            return succeed(Refused(403, "Too many failed attempts"))
+    def _with_credentials(
+        self, request: Request, ours: AuthValue, source: str, proxy: bool
+    ) -> Deferred[AuthOutcome]:
+        """Empty `gssapi-data` asks for a CHALLENGE, a token completes the handshake of the
+        pending SA `opaque`; otherwise the request must be signed in an established SA."""
         data = ours.get("gssapi-data")
         if data == "":
             return succeed(self._token_challenge(proxy))
@@ -238,50 +217,33 @@ class NtlmSipAuthenticator:
             return self._handshake(request, ours, opaque, data, source, proxy)
         association = self._associations.established.get(opaque)
         if association is None:
-            log.info(
-                "NTLM opaque {opaque!r} from {source} names no security association",
-                opaque=opaque,
-                source=source,
-            )
-            return succeed(self.challenge(proxy))
+            event = "NTLM opaque {opaque!r} from {source} names no security association"
+            return succeed(self._unknown_opaque(event, opaque, source, proxy))
         return succeed(self._signed_request(request, ours, association, source, proxy))
-
-    def _credentials(self, values: list[str], header: str) -> AuthValue | None:
-        """The NTLM credentials for our realm and targetname ([MS-SIPAE] §3.3.5.1: others
-        are as good as none)."""
-        for value in values:
-            parsed = parse_auth_value(value, header)
-            if (
-                parsed.scheme_is("NTLM")
-                and parsed.get("realm") == SIPAE_REALM
-                and parsed.get("targetname") == self.targetname
-            ):
-                return parsed
-        return None
 
     def _handshake(
         self, request: Request, ours: AuthValue, opaque: str, data: str, source: str, proxy: bool
     ) -> Deferred[AuthOutcome]:
         pending = self._associations.pending.pop(opaque)
         if pending is None:
-            log.info(
-                "NTLM opaque {opaque!r} from {source} was never issued or has expired",
-                opaque=opaque,
-                source=source,
-            )
-            return succeed(self.challenge(proxy))
+            event = "NTLM opaque {opaque!r} from {source} was never issued or has expired"
+            return succeed(self._unknown_opaque(event, opaque, source, proxy))
         try:
             message = parse_authenticate(b64decode(data, validate=True))
         except (binascii.Error, NtlmMessageError) as e:
             log.info("bad NTLM token from {source}: {reason}", source=source, reason=str(e))
             return succeed(Refused(400, "Malformed NTLM gssapi-data"))
         user = f"{message.domain}\\{message.user}".lower()
-        if self._limiter.blocked(source, user):
-            log.warn(
-                "refused {source} for {user}: too many failed attempts", source=source, user=user
-            )
-            return succeed(Refused(403, "Too many failed attempts"))
-        version = _version(ours.get("version"))
+        refused = refused_when_blocked(
+            self._limiter,
+            source,
+            user,
+            log,
+            "refused {source} for {user}: too many failed attempts",
+        )
+        if refused is not None:
+            return succeed(refused)
+        version = sa_version(ours.get("version"))
         accepted = self._acceptor.accept(pending, message)
         return accepted.addCallbacks(
             self._established,
@@ -318,102 +280,25 @@ class NtlmSipAuthenticator:
         return Authenticated(context.account, sign=self._signer(association, proxy))
 
     def _failed(self, failure: Failure, source: str, user: str, proxy: bool) -> AuthOutcome:
-        if failure.check(WinbindUnavailable):
-            log.warn(
-                "no NTLM verdict for {user} from the domain controller: {reason}",
-                user=user,
-                reason=str(failure.value),
-            )
-            return Refused(503, "Authentication service unavailable")
-        if not failure.check(UnauthorizedLogin):
-            log.failure("NTLM check failed for {user}", failure, user=user)
-            return Refused(500, "Authentication failed")
-        self._limiter.failed(source, user)
+        refused = refused_without_verdict(
+            failure,
+            user,
+            log,
+            WinbindUnavailable,
+            "no NTLM verdict for {user} from the domain controller: {reason}",
+            "NTLM check failed for {user}",
+        )
+        if refused is not None:
+            return refused
         log.info(
             "NTLM authentication failed for {user} from {source}: {reason}",
             user=user,
             source=source,
             reason=str(failure.value),
         )
-        if self._limiter.blocked(source, user):
-            return Refused(403, "Too many failed attempts")
+        if self._limiter.failed(source, user):
+            return TOO_MANY_FAILURES
         return self.challenge(proxy)
-
-    def _signed_request(
-        self,
-        request: Request,
-        ours: AuthValue,
-        association: SecurityAssociation,
-        source: str,
-        proxy: bool,
-    ) -> AuthOutcome:
-        """Verify `response=` over the request's signature string ([MS-SIPAE] §3.3.5.3)."""
-        crand, cnum, response = ours.get("crand"), ours.get("cnum"), ours.get("response")
-        try:
-            signature = bytes.fromhex(response or "")
-            number = int(cnum or "", 10)
-        except ValueError:
-            number, signature = -1, b""
-        fields = SignedFields("NTLM", crand or "", cnum or "", SIPAE_REALM, self.targetname)
-        text = signature_string(request, fields, association.version)
-        if (
-            crand is None
-            or number <= association.cnum
-            or not association.context.verify(text, SIGNATURE_SEQUENCE, signature)
-        ):
-            self._limiter.failed(source, None)
-            log.info(
-                "bad or replayed NTLM signature from {source} in {opaque}",
-                source=source,
-                opaque=association.opaque,
-            )
-            return self.challenge(proxy)
-        association.cnum = number
-        return Authenticated(association.context.account, sign=self._signer(association, proxy))
-
-    def _signer(
-        self, association: SecurityAssociation, proxy: bool
-    ) -> Callable[[Response], Response]:
-        name = "Proxy-Authentication-Info" if proxy else "Authentication-Info"
-
-        def sign(response: Response) -> Response:
-            """Add `name` with `rspauth` over the response's signature string."""
-            association.snum += 1
-            srand = self._random(4).hex().upper()
-            snum = str(association.snum)
-            fields = SignedFields("NTLM", srand, snum, SIPAE_REALM, self.targetname)
-            text = signature_string(response, fields, association.version)
-            rspauth = association.context.sign(text, SIGNATURE_SEQUENCE).hex()
-            value = format_auth_value(
-                "NTLM",
-                [
-                    ("qop", "auth", True),
-                    ("opaque", association.opaque, True),
-                    ("srand", srand, True),
-                    ("snum", snum, True),
-                    ("rspauth", rspauth, True),
-                    ("targetname", self.targetname, True),
-                    ("realm", SIPAE_REALM, True),
-                    ("version", str(association.version), False),
-                ],
-            )
-            return Response(
-                response.status,
-                response.reason,
-                response.headers.appended(name, value),
-                response.body,
-                response.version,
-            )
-
-        return sign
-
-
-def _version(text: str | None) -> int:
-    """The SA's protocol version: the client's `version` (2 to 4), 2 when it sends none
-    (the parameter came with version 3)."""
-    if text is not None and text.isdigit() and 2 <= int(text) <= 4:
-        return int(text)
-    return 2
 
 
 @implementer(IRequestAuthenticator)
@@ -427,8 +312,7 @@ class SchemeAuthenticators:
         self.required = required
 
     def authenticate(self, request: Request, source: str, proxy: bool) -> Deferred[AuthOutcome]:
-        header = "Proxy-Authorization" if proxy else "Authorization"
-        for value in request.headers.get_all(header):
+        for value in request.headers.get_all(credentials_header(proxy)):
             scheme = value.strip().split(" ", 1)[0].lower()
             for name, authenticator in self._schemes:
                 if scheme == name:

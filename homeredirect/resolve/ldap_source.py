@@ -28,23 +28,19 @@ rebuilt, not renamed, in Lync topologies; a restart forgets them).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import ldap
 from attrs import frozen
-from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import LogLevel
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from homeredirect.config.assignments import LdapAssignmentsConfig
 from homeredirect.hostnames import normalize_hostname
-from homeredirect.logs import FilteredLogger
-from homeredirect.resolve.errors import AssignmentWriteError, DirectoryUnavailable
+from homeredirect.resolve.errors import AssignmentWriteError
 from homeredirect.resolve.interfaces import (
     AddressOfRecord,
     Assignment,
@@ -52,24 +48,16 @@ from homeredirect.resolve.interfaces import (
     IAssignmentStore,
 )
 from homeredirect.resolve.ldap_filter import InvalidAddress, escape_filter_value
-from homeredirect.resolve.ldap_pool import (
-    ConnectionSettings,
-    DirectoryUnreachable,
-    LdapConnectionPool,
-    SearchResult,
-    use_keytab,
-)
 from homeredirect.resolve.ldap_schema import (
     Entry,
     first_value,
     parent_dn,
     parse_home_value,
-    schema_for,
 )
+from homeredirect.resolve.ldap_service import LdapDirectoryService
 
 __all__ = ["LdapAssignmentResolver", "build_ldap_source"]
 
-_LOOKUP_SIZE_LIMIT = 2  # enough to see that an AOR is ambiguous
 _MAX_DN_DEPTH = 16  # how far up a pool DN the FQDN is looked for
 
 
@@ -85,53 +73,19 @@ class _Outcome:
 
 
 @implementer(IAssignmentResolver, IAssignmentStore)
-class LdapAssignmentResolver(Service):
+class LdapAssignmentResolver(LdapDirectoryService):
     """`IAssignmentResolver` and `IAssignmentStore` on an LDAP directory; a Service that
-    owns its thread pool and connections (start it before the first lookup; stopping it
-    stops the threads and unbinds).
+    owns its thread pool and connections (`LdapDirectoryService`).
 
     `reactor` provides IReactorTime and IReactorFromThreads (a `Clock` does not run thread
     results back: unit tests use the pure parts; integration tests use the real reactor).
     """
 
-    log = FilteredLogger()
-
     def __init__(self, config: LdapAssignmentsConfig, reactor: Any) -> None:
-        self.config = config
-        self._reactor = reactor
-        self._schema = schema_for(config)
-        self.pool = LdapConnectionPool(ConnectionSettings.from_config(config), config.pool_size)
-        self.threadpool = ThreadPool(minthreads=0, maxthreads=config.pool_size, name="ldap")
-        if config.keytab is not None:
-            use_keytab(str(config.keytab))
+        super().__init__(config, reactor, "ldap")
         self._pools_lock = threading.Lock()
         self._pool_homes: dict[str, Assignment] = {}  # normalised pool DN -> home
         self._pool_dns: dict[str, str] = {}  # home FQDN -> a pool DN as the directory spells it
-        self._retry_at = 0.0
-        self._backoff = config.reconnect_backoff
-        self._reachable = True
-
-    # -- service
-
-    def startService(self) -> None:
-        self.threadpool.start()
-        super().startService()  # type: ignore[no-untyped-call]
-
-    def stopService(self) -> None:
-        super().stopService()  # type: ignore[no-untyped-call]
-        self.close()
-
-    def close(self) -> None:
-        """Stop the threads (a job stuck on a dead server ends within `timeout`) and unbind
-        the connections."""
-        if self.threadpool.started:
-            self.threadpool.stop()
-        self.pool.close()
-
-    @property
-    def searches(self) -> int:
-        """LDAP search operations sent so far (pool DN reads included): `pool.searches`."""
-        return self.pool.searches
 
     # -- IAssignmentResolver
 
@@ -144,22 +98,8 @@ class LdapAssignmentResolver(Service):
         except InvalidAddress as e:
             self.log.info("not looking up {aor!r} in LDAP: {reason}", aor=str(aor), reason=str(e))
             return succeed(None)
-        refused = self._refuse_during_backoff()
-        if refused is not None:
-            return fail(refused)
-        deadline = self._reactor.seconds() + self.config.timeout
-        lookup: Deferred[_Outcome] = self._run(self._lookup, filterstr, deadline)
-        lookup.addTimeout(self.config.timeout, self._reactor)
+        lookup = self._query(self._find, filterstr)
         return lookup.addCallbacks(self._looked_up, self._failed, (aor,))
-
-    def _run(self, function: Any, *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self.threadpool, function, *args)
-
-    def _refuse_during_backoff(self) -> DirectoryUnavailable | None:
-        wait = self._retry_at - self._reactor.seconds()
-        if wait <= 0:
-            return None
-        return DirectoryUnavailable(f"LDAP directory unreachable; next try in {wait:.1f} s")
 
     def _looked_up(self, outcome: _Outcome, aor: AddressOfRecord) -> Assignment | None:
         self._now_reachable()
@@ -173,65 +113,7 @@ class LdapAssignmentResolver(Service):
             )
         return outcome.assignment
 
-    def _failed(self, failure: Failure, aor: AddressOfRecord | None = None) -> Failure:
-        """Turn every failure into `DirectoryUnavailable`, backing off when no server could
-        be reached; an `AssignmentWriteError` passes as is."""
-        if failure.check(AssignmentWriteError):
-            return failure
-        if failure.check(TimeoutError, CancelledError):
-            error = DirectoryUnavailable(
-                f"LDAP lookup took longer than timeout = {self.config.timeout:g} s"
-            )
-            return Failure(error)
-        if failure.check(DirectoryUnreachable):
-            self._now_unreachable(str(failure.value))
-            return failure
-        if failure.check(DirectoryUnavailable):
-            return failure
-        self.log.failure("LDAP operation failed", failure)
-        return Failure(DirectoryUnavailable(f"LDAP: {failure.getErrorMessage()}"))
-
-    def _now_unreachable(self, reason: str) -> None:
-        wait = self._backoff
-        self._retry_at = self._reactor.seconds() + wait
-        self._backoff = min(wait * 2, self.config.reconnect_backoff_max)
-        if self._reachable:
-            self.log.warn(
-                "LDAP directory unreachable: {reason}; retrying in {wait} s",
-                reason=reason,
-                wait=wait,
-            )
-        self._reachable = False
-
-    def _now_reachable(self) -> None:
-        self._retry_at = 0.0
-        self._backoff = self.config.reconnect_backoff
-        if not self._reachable:
-            self.log.info("LDAP directory reachable again")
-        self._reachable = True
-
     # -- worker threads
-
-    def _lookup(self, filterstr: str, deadline: float) -> _Outcome:
-        if self._reactor.seconds() >= deadline:
-            raise DirectoryUnavailable("no LDAP connection free within timeout")
-        with self.pool.connection() as connection:
-            return self._find(connection, filterstr)
-
-    def _search_user(
-        self, connection: Any, filterstr: str, attributes: Sequence[str]
-    ) -> SearchResult:
-        """The entries under `base_dn` that the user filter `filterstr` selects (RFC 4511
-        §4.5.1), at most `_LOOKUP_SIZE_LIMIT`: enough for lookups and writes alike to tell
-        one user from none or an ambiguous address."""
-        return self.pool.search(
-            connection,
-            self.config.base_dn,
-            ldap.SCOPE_SUBTREE,
-            filterstr,
-            attributes,
-            size_limit=_LOOKUP_SIZE_LIMIT,
-        )
 
     def _find(self, connection: Any, filterstr: str) -> _Outcome:
         schema = self._schema

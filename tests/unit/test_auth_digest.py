@@ -183,6 +183,17 @@ def test_limiter_blocks_after_max_failures_and_forgets_after_the_window() -> Non
     assert not limiter.blocked("198.51.100.1", "alice@example.com")
 
 
+def test_limiter_failed_says_whether_the_failure_blocks() -> None:
+    clock = Clock()
+    limiter = FailureLimiter(clock, max_failures=2, window=60)
+    assert not limiter.failed("198.51.100.1", None)
+    assert limiter.failed("198.51.100.1", None)  # the address's second failure
+    assert not limiter.failed("198.51.100.2", "alice@example.com")
+    assert limiter.failed("198.51.100.3", "alice@example.com")  # the user's second
+    clock.advance(60)
+    assert not limiter.failed("198.51.100.1", "alice@example.com")
+
+
 def test_limiter_memory_is_bounded() -> None:
     limiter = FailureLimiter(Clock(), max_failures=3, window=60, max_keys=100)
     for n in range(1000):

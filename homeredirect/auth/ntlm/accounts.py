@@ -16,17 +16,15 @@ the AOR, comparing user names case-insensitively as Windows does.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
 
 from attrs import frozen
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
+from homeredirect.auth.accounts_file import read_accounts
 from homeredirect.auth.ntlm.interfaces import INtlmResponseChecker, NtlmLogon, VerifiedLogon
 from homeredirect.auth.ntlm.keys import nt_hash, ntlmv2_session_base_key
 from homeredirect.resolve.interfaces import AddressOfRecord
@@ -43,48 +41,26 @@ class NtlmAccountsError(Exception):
 
 def read_ntlm_accounts(path: Path) -> Mapping[AddressOfRecord, bytes]:
     """NT hashes by AOR; raise `NtlmAccountsError` naming the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise NtlmAccountsError(f"{path}: cannot read: {e}") from e
-    rows = csv.reader(io.StringIO(text))
-    accounts: dict[AddressOfRecord, bytes] = {}
-    header: list[str] | None = None
-    for row in rows:
-        number = rows.line_num
-        cells = [cell.strip() for cell in row]
-        if not any(cells) or cells[0].startswith("#"):
-            continue
-        if header is None:
-            if cells not in (["user", "nt_hash"], ["user", "password"]):
-                raise NtlmAccountsError(
-                    f"{path}:{number}: expected the header user,nt_hash or user,password; "
-                    f"got {','.join(cells)}"
-                )
-            header = cells
-            continue
-        if len(cells) != 2:
-            raise NtlmAccountsError(f"{path}:{number}: expected 2 columns, got {len(cells)}")
-        try:
-            aor = AddressOfRecord.parse(cells[0])
-        except ValueError:
-            raise NtlmAccountsError(
-                f"{path}:{number}: expected a user such as alice@example.com, got {cells[0]!r}"
-            ) from None
-        if aor in accounts:
-            raise NtlmAccountsError(f"{path}:{number}: {aor} is listed twice")
-        accounts[aor] = _secret(header[1], cells[1], path, number)
-    if header is None:
-        raise NtlmAccountsError(f"{path}: no header line (user,nt_hash or user,password)")
-    return MappingProxyType(accounts)
+    return read_accounts(
+        path, NtlmAccountsError, _check_header, _secret, "user,nt_hash or user,password"
+    )
 
 
-def _secret(column: str, value: str, path: Path, number: int) -> bytes:
-    if column == "password":
-        if not value:
+def _check_header(cells: list[str], path: Path, number: int) -> list[str]:
+    if cells not in (["user", "nt_hash"], ["user", "password"]):
+        raise NtlmAccountsError(
+            f"{path}:{number}: expected the header user,nt_hash or user,password; "
+            f"got {','.join(cells)}"
+        )
+    return cells
+
+
+def _secret(aor: AddressOfRecord, row: dict[str, str], path: Path, number: int) -> bytes:
+    if "password" in row:
+        if not row["password"]:
             raise NtlmAccountsError(f"{path}:{number}: empty password")
-        return nt_hash(value)
-    value = value.lower()
+        return nt_hash(row["password"])
+    value = row["nt_hash"].lower()
     if len(value) != 32 or not _HEX.issuperset(value):
         raise NtlmAccountsError(f"{path}:{number}: nt_hash must be 32 hex digits")
     return bytes.fromhex(value)
