@@ -225,7 +225,7 @@ class DirectorCore:
         def send(data: bytes) -> None:
             flow.send(data, destination)
 
-        transaction = self._transactions.create(request, send, flow.reliable)
+        transaction = self._transactions.create(request, flow, destination)
         try:
             request, in_dialog = self._proxy.own_route(request)
         except SipParseError:

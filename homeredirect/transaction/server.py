@@ -43,11 +43,9 @@ from homeredirect.transaction.timers import (
     TimerHandle,
     TimerSettings,
 )
+from homeredirect.transport.flows import Address, IFlow
 
 log = FilteredLogger()
-
-Send = Callable[[bytes], None]
-"""Writes bytes to the peer over the request's flow; may raise on a broken connection."""
 
 
 class State(Enum):
@@ -123,7 +121,7 @@ class ServerTransaction(TransactionMachine[State, Input]):
     transition table.
     """
 
-    __slots__ = ("_last", "_reliable", "_request", "_send", "_table")
+    __slots__ = ("_destination", "_flow", "_last", "_reliable", "_request", "_table")
 
     _side = "server"
     _undefined = UndefinedTransition
@@ -133,8 +131,8 @@ class ServerTransaction(TransactionMachine[State, Input]):
         table: ServerTransactionTable,
         key: TransactionKey,
         request: Request,
-        send: Send,
-        reliable: bool,
+        flow: IFlow,
+        destination: Address | None,
         state: State,
     ) -> None:
         self.key = key
@@ -144,8 +142,12 @@ class ServerTransaction(TransactionMachine[State, Input]):
         # the parsed request would cost ~5 KB each and the cyclic GC's time.
         self._request: Request | None = request
         self._table = table
-        self._send = send
-        self._reliable = reliable
+        # The flow and the address, not a callable made for the request: a closure and
+        # its cells would be four more objects per completed transaction for the cyclic
+        # collector to walk (homeredirect.collector).
+        self._flow = flow
+        self._destination = destination
+        self._reliable: bool = flow.reliable
         self._last: bytes | None = None
 
     def respond(self, response: Response) -> None:
@@ -193,7 +195,7 @@ class ServerTransaction(TransactionMachine[State, Input]):
 
     def _transmit(self, data: bytes) -> None:
         try:
-            self._send(data)
+            self._flow.send(data, self._destination)
         except Exception as error:
             log.info(
                 "transport failed to send a response of {kind} server transaction {key}: {error}",
@@ -253,17 +255,19 @@ class NonInviteServerTransaction(ServerTransaction):
         table: ServerTransactionTable,
         key: TransactionKey,
         request: Request,
-        send: Send,
-        reliable: bool,
+        flow: IFlow,
+        destination: Address | None,
     ) -> None:
-        super().__init__(table, key, request, send, reliable, State.TRYING)
+        super().__init__(table, key, request, flow, destination, State.TRYING)
         self._timer_j: TimerHandle | None = None
 
     def _send_final(self, response: Response | None) -> None:
         """Enter Completed: keep the final response for retransmission, set Timer J."""
         assert response is not None
         self._last = data = serialize(response)
-        self._timer_j = self._table._timer_j(self._reliable).schedule(self._timer_j_fired)
+        self._timer_j = self._table._timer_j(self._reliable).schedule_with(
+            NonInviteServerTransaction._timer_j_fired, self
+        )
         self._transmit(data)
 
     def _send_final_and_end(self, response: Response | None) -> None:
@@ -360,12 +364,12 @@ class InviteServerTransaction(ServerTransaction):
         table: ServerTransactionTable,
         key: TransactionKey,
         request: Request,
-        send: Send,
-        reliable: bool,
+        flow: IFlow,
+        destination: Address | None,
     ) -> None:
-        super().__init__(table, key, request, send, reliable, State.PROCEEDING)
-        self._timer_trying: TimerHandle | None = table._timer_trying.schedule(
-            self._timer_trying_fired
+        super().__init__(table, key, request, flow, destination, State.PROCEEDING)
+        self._timer_trying: TimerHandle | None = table._timer_trying.schedule_with(
+            InviteServerTransaction._timer_trying_fired, self
         )
         self._timer_g: TimerHandle | None = None
         self._timer_h: TimerHandle | None = None
@@ -432,10 +436,12 @@ class InviteServerTransaction(ServerTransaction):
             self._response_to_tag = response.to_addr.tag or ""
         self._last = data = serialize(response)
         table = self._table
-        self._timer_h = table._timer_h.schedule(self._timer_h_fired)
+        self._timer_h = table._timer_h.schedule_with(InviteServerTransaction._timer_h_fired, self)
         if not self._reliable:
             self._g_interval = interval = table.timers.timer_g_initial
-            self._timer_g = table._timer_g(interval).schedule(self._timer_g_fired)
+            self._timer_g = table._timer_g(interval).schedule_with(
+                InviteServerTransaction._timer_g_fired, self
+            )
         self._transmit(data)
 
     def _retransmit_failure(self, response: Response | None) -> None:
@@ -443,7 +449,9 @@ class InviteServerTransaction(ServerTransaction):
         assert self._last is not None
         table = self._table
         self._g_interval = interval = table.timers.timer_g_next(self._g_interval)
-        self._timer_g = table._timer_g(interval).schedule(self._timer_g_fired)
+        self._timer_g = table._timer_g(interval).schedule_with(
+            InviteServerTransaction._timer_g_fired, self
+        )
         self._transmit(self._last)
 
     def _confirm(self, response: Response | None) -> None:
@@ -451,7 +459,9 @@ class InviteServerTransaction(ServerTransaction):
         if self._timer_h is not None:
             self._timer_h.cancel()
             self._timer_h = None
-        self._timer_i = self._table._timer_i(self._reliable).schedule(self._timer_i_fired)
+        self._timer_i = self._table._timer_i(self._reliable).schedule_with(
+            InviteServerTransaction._timer_i_fired, self
+        )
 
     def _time_out(self, response: Response | None) -> None:
         """Timer H: the ACK never came; the transaction failed (§17.2.1)."""
@@ -546,11 +556,14 @@ class ServerTransactionTable(TransactionTable[ServerTransaction]):
         transaction._input(_ACK)
         return True
 
-    def create(self, request: Request, send: Send, reliable: bool) -> ServerTransaction:
+    def create(
+        self, request: Request, flow: IFlow, destination: Address | None
+    ) -> ServerTransaction:
         """Start the server transaction of a new request (not an ACK: ValueError).
 
-        *send* writes to the peer over the flow the request came on; *reliable*
-        (TCP, TLS) turns off retransmission timers and zeroes Timers I and J.
+        Responses go back on *flow*, the one the request came on, to *destination*
+        (RFC 3261 §18.2.2; None over a stream); a reliable flow (TCP, TLS) turns off
+        retransmission timers and zeroes Timers I and J.
         Raises `DuplicateTransaction` if *request* matches a live transaction:
         call `absorb` first.
         """
@@ -565,9 +578,9 @@ class ServerTransactionTable(TransactionTable[ServerTransaction]):
             raise DuplicateTransaction(f"request matches live server transaction {key!r}")
         transaction: ServerTransaction
         if method == "INVITE":
-            transaction = InviteServerTransaction(self, key, request, send, reliable)
+            transaction = InviteServerTransaction(self, key, request, flow, destination)
         else:
-            transaction = NonInviteServerTransaction(self, key, request, send, reliable)
+            transaction = NonInviteServerTransaction(self, key, request, flow, destination)
         self._transactions[key] = transaction
         return transaction
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from attrs import Attribute, field, frozen
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -20,6 +21,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from homeredirect.logs import FilteredLogger
 
 log = FilteredLogger()
+
+_A = TypeVar("_A")
 
 TRYING_DELAY = 0.2
 """RFC 3261 §17.2.1: an INVITE server transaction sends 100 (Trying) unless the
@@ -72,24 +75,45 @@ DEFAULT_TIMERS = TimerSettings()
 
 
 class TimerHandle:
-    """One timer of a `FixedDelayQueue`; `cancel` makes it a no-op (also after it fired)."""
+    """One timer of a `FixedDelayQueue`; `cancel` makes it a no-op (also after it fired).
 
-    __slots__ = ("_callback", "_deadline", "_queue")
+    It holds a function and its argument rather than one callable: a transaction's timer
+    is ``(TransactionClass._timer_j_fired, transaction)``, where a bound method would be
+    one more object for the cyclic collector to walk per live timer (a completed
+    transaction lives 32 s over UDP, RFC 3261 §17.2.2; see homeredirect.collector).
+    """
+
+    __slots__ = ("_argument", "_deadline", "_function", "_queue")
 
     def __init__(
-        self, queue: FixedDelayQueue, deadline: float, callback: Callable[[], None]
+        self,
+        queue: FixedDelayQueue,
+        deadline: float,
+        function: Callable[[_A], object],
+        argument: _A,
     ) -> None:
         self._queue = queue
         self._deadline = deadline
-        self._callback: Callable[[], None] | None = callback
+        self._function: Callable[[Any], object] | None = function
+        self._argument: object = argument
 
     def cancel(self) -> None:
-        if self._callback is not None:
-            self._callback = None
+        if self._function is not None:
+            self._release()
             queue = self._queue
             queue._live -= 1
             if not queue._live:
                 queue._clear()
+
+    def _release(self) -> None:
+        # A cancelled timer lingers in the FIFO until its deadline: it must not keep its
+        # transaction alive that long.
+        self._function = None
+        self._argument = None
+
+
+def _call(callback: Callable[[], object]) -> object:
+    return callback()
 
 
 class FixedDelayQueue:
@@ -118,9 +142,14 @@ class FixedDelayQueue:
         self._call: IDelayedCall | None = None
         self._due: list[TimerHandle] = []
 
-    def schedule(self, callback: Callable[[], None]) -> TimerHandle:
+    def schedule(self, callback: Callable[[], object]) -> TimerHandle:
         """Call *callback* once, *delay* seconds from now, unless the handle is cancelled first."""
-        handle = TimerHandle(self, self._clock.seconds() + self._delay, callback)
+        return self.schedule_with(_call, callback)
+
+    def schedule_with(self, function: Callable[[_A], object], argument: _A) -> TimerHandle:
+        """Call ``function(argument)`` once, *delay* seconds from now, unless the handle is
+        cancelled first: `schedule` without a callable made for the timer (see `TimerHandle`)."""
+        handle = TimerHandle(self, self._clock.seconds() + self._delay, function, argument)
         self._entries.append(handle)
         self._live += 1
         if self._call is None:
@@ -134,7 +163,7 @@ class FixedDelayQueue:
     def stop(self) -> None:
         """Cancel every timer and the pending DelayedCall (service shutdown)."""
         for handle in (*self._entries, *self._due):
-            handle._callback = None
+            handle._release()
         self._live = 0
         self._clear()
 
@@ -157,15 +186,18 @@ class FixedDelayQueue:
         if entries:
             self._call = self._clock.callLater(entries[0]._deadline - now, self._expire)
         for handle in due:
-            callback = handle._callback
-            if callback is None:
+            function, argument = handle._function, handle._argument
+            if function is None:
                 continue
-            handle._callback = None
+            handle._release()
             self._live -= 1
             try:
-                callback()
+                function(argument)
             except Exception:
                 log.failure(
-                    "timer callback {callback!r} failed", callback=callback, delay=self._delay
+                    "timer callback {callback!r}({argument!r}) failed",
+                    callback=function,
+                    argument=argument,
+                    delay=self._delay,
                 )
         self._due = []

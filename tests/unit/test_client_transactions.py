@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import weakref
 from collections.abc import Iterator
 from typing import cast
@@ -336,6 +337,53 @@ def test_non_invite_lets_go_of_its_user_once_completed() -> None:
     assert setup.table.receive(response_to(req, 200))  # still absorbed, silently
     assert len(setup.table) == 1
     setup.advance_to(5.0)
+    assert setup.idle()
+
+
+def test_non_invite_lets_go_of_its_channel_once_completed() -> None:
+    """Nothing is sent from Completed (§17.1.2.2): the channel (a proxy's `NetworkChannel`,
+    one per branch) is freed before Timer K rather than kept for T4."""
+    setup = Setup()
+    req = request()
+    channel = Channel(setup.clock)
+    channel_ref = weakref.ref(channel)
+    setup.table.create(req, channel, setup.user)
+    assert setup.table.receive(response_to(req, 200))
+    del channel
+    assert channel_ref() is None
+    assert setup.table.receive(response_to(req, 200))  # still absorbed, silently
+    assert setup.table.receive(response_to(req, 100))
+    setup.advance_to(5.0)
+    assert setup.idle()
+    assert setup.user.events == [("final", 200, 0.0)]
+
+
+def _complete(setup: Setup, first: int, count: int) -> None:
+    """*count* non-INVITE transactions, each with a channel and a user of its own, as a
+    proxy makes them, answered 200."""
+    for n in range(first, first + count):
+        req = request(branch=f"z9hG4bK{n}")
+        setup.table.create(req, Channel(setup.clock), User(setup.clock))
+        assert setup.table.receive(response_to(req, 200, wire=False))
+
+
+def test_a_completed_non_invite_transaction_holds_two_tracked_objects() -> None:
+    """A proxied REGISTER's client transaction lives T4 (5 s) after its answer (§17.1.2.2),
+    10,000 of them at 2,000 requests/s, every object of which the full cyclic collection
+    walks (homeredirect.collector). Each is the transaction and its Timer K entry: no
+    channel, user, request or bound method for the timer."""
+    setup = Setup()
+    _complete(setup, 0, 100)  # warms up whatever the parser caches
+    setup.advance_to(5.0)
+    count = 1000
+    gc.collect()
+    before = len(gc.get_objects())
+    _complete(setup, 100, count)
+    gc.collect()
+    assert len(setup.table) == count
+    added = len(gc.get_objects()) - before
+    assert added <= 2 * count + 10
+    setup.advance_to(10.0)
     assert setup.idle()
 
 

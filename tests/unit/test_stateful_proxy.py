@@ -126,7 +126,7 @@ def test_the_parts_provide_their_interfaces() -> None:
     upstream = Upstream(
         _parse(request()),
         "",
-        ServerTransactionTable(clock).create(_parse(request()), lambda data: None, False),
+        ServerTransactionTable(clock).create(_parse(request()), RecordingFlow(), None),
         lambda data: None,
     )
     verifyObject(IClientTransactionUser, ResponseContext(proxy, upstream))
@@ -249,12 +249,12 @@ def test_the_best_response_is_a_6xx_else_the_lowest_class() -> None:
         network = RecordingNetwork()
         proxy = stateful_proxy(network, clock)
         original = _parse(request("INVITE", uri="sip:alice@example.com"))
-        sent: list[bytes] = []
+        flow = RecordingFlow()
         upstream = Upstream(
             original,
             original.headers.get_all("Via")[0],
-            ServerTransactionTable(clock).create(original, sent.append, False),
-            sent.append,
+            ServerTransactionTable(clock).create(original, flow, None),
+            flow.send,
         )
         context = ResponseContext(proxy, upstream)
         copies = [
@@ -265,7 +265,7 @@ def test_the_best_response_is_a_6xx_else_the_lowest_class() -> None:
             context.start_branch(copy, Target("h", "192.0.2.50", 5060, "udp"))
         for copy, status in zip(copies, answers, strict=True):
             proxy.response_received(_response(response_to(copy, status, "X")))
-        (final,) = [_response(data) for data in sent]
+        (final,) = [_response(data) for data, _ in flow.sent]
         assert final.status == best
 
 
