@@ -303,7 +303,33 @@ def measure_server(
             out[job] = {"error": str(e)}
     plain, digest = out["plain"].get("capacity"), out["digest"].get("capacity")
     out["digest_per_plain"] = round(digest / plain, 3) if plain and digest is not None else None
+    out["cost_ratio_at_equal_rates"] = cost_ratios(out["plain"], out["digest"])
     return out
+
+
+def cost_ratios(plain: dict[str, Any], digest: dict[str, Any]) -> dict[str, float]:
+    """Server CPU per plain REGISTER over server CPU per Digest registration, at each
+    offered rate where a step of both jobs passed (the first such step of each).
+
+    The searches' sustained rates move a great deal from run to run on a shared VM (a step
+    that fails by chance ends a search early), while the CPU one call costs at a rate both
+    jobs hold moves much less: it says what the ratio of rates would be if both were
+    limited by the server's CPU alone at that load.
+    """
+
+    def cost_by_rate(result: dict[str, Any]) -> dict[int, float]:
+        """Server CPU seconds per completed call (a Digest call answers twice)."""
+        costs: dict[int, float] = {}
+        for step in result.get("rate_search", {}).get("steps", []):
+            if step.get("passed") and step.get("successful") and step.get("server_cpu_seconds"):
+                costs.setdefault(step["rate"], step["server_cpu_seconds"] / step["successful"])
+        return costs
+
+    plain_costs, digest_costs = cost_by_rate(plain), cost_by_rate(digest)
+    return {
+        str(rate): round(plain_costs[rate] / digest_costs[rate], 3)
+        for rate in sorted(plain_costs.keys() & digest_costs.keys())
+    }
 
 
 def passed(result: dict[str, Any]) -> bool:
@@ -351,6 +377,10 @@ def print_report(report: dict[str, Any]) -> None:
             if capped(result):
                 note += "; a search may have stopped at --max-rate or SIPp's limit"
             print(f"{server} digest/plain = {ratio:.2f} ({note})")
+        costs = result.get("cost_ratio_at_equal_rates")
+        if costs:
+            at = ", ".join(f"{ratio:.2f} at {int(rate):,}/s" for rate, ratio in costs.items())
+            print(f"{server} CPU per plain REGISTER / per Digest registration: {at}")
     print(f"JSON: {report['json_path']}")
 
 
