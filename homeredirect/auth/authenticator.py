@@ -54,6 +54,8 @@ __all__ = ["AuthOutcome", "Authenticated", "Challenge", "DigestAuthenticator", "
 log = FilteredLogger()
 
 _NC_DIGITS = frozenset("0123456789abcdefABCDEF")
+_EXPIRY_INTERVAL = 1.0
+"""Seconds between removals of expired nonce-counts."""
 _NONCE_SLOT = "\x00"
 """Where a challenge template's nonce goes (a realm cannot hold a NUL)."""
 _ChallengeTemplate = tuple[int, str, tuple[tuple[str, str], ...]]
@@ -258,8 +260,11 @@ class DigestAuthenticator:
         return self.challenge(proxy)
 
     def _expire_counts(self) -> None:
+        """Forget the nonce-counts of nonces past their lifetime, once a second: each
+        call removes only the nonces that expired since the last (`NonceCounts.expire`),
+        so no call stalls the reactor however large the table is."""
         now = self._clock.seconds()
-        if now - self._last_expiry >= self._nonces.lifetime:
+        if now - self._last_expiry >= _EXPIRY_INTERVAL:
             self._counts.expire(now - self._nonces.lifetime)
             self._last_expiry = now
 

@@ -164,9 +164,20 @@ class NonceCounts:
         return True
 
     def expire(self, issued_before: float) -> None:
-        """Forget nonces issued before `issued_before`: they can only be stale now."""
-        for nonce in [n for n, (issued, _) in self._highest.items() if issued < issued_before]:
-            del self._highest[nonce]
+        """Forget nonces issued before `issued_before`: they can only be stale now.
+
+        Read from the least recently used end and stopped at the first nonce still live,
+        so a call costs what it removes rather than a sweep of the whole table (100,000
+        nonces took 20-40 ms, a stall of the reactor). A nonce issued long ago but used
+        lately waits behind younger ones until they go: the issuer calls it stale, so it
+        is never used again, and the size bound holds meanwhile.
+        """
+        highest = self._highest
+        while highest:
+            nonce, (issued, _) = next(iter(highest.items()))
+            if issued >= issued_before:
+                return
+            del highest[nonce]
 
     def __len__(self) -> int:
         return len(self._highest)

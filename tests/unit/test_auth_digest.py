@@ -167,6 +167,46 @@ def test_nonce_count_must_increase_and_the_table_is_bounded() -> None:
     assert len(counts) == 2
 
 
+
+def test_expire_forgets_nonces_issued_before_the_cutoff_from_the_least_recent_end() -> None:
+    counts = NonceCounts()
+    for issued in (1.0, 2.0, 3.0, 4.0):
+        assert counts.use(f"n{issued:.0f}", issued, 1)
+    counts.expire(3.0)
+    assert len(counts) == 2
+    # Forgotten: a count already used is accepted again only because the issuer calls
+    # the nonce stale first; the live ones still refuse a replay.
+    assert counts.use("n1", 1.0, 1)
+    assert not counts.use("n3", 3.0, 1)
+    assert not counts.use("n4", 4.0, 1)
+
+
+def test_expire_stops_at_the_first_live_nonce_and_costs_what_it_removes() -> None:
+    counts = NonceCounts()
+    assert counts.use("old", 1.0, 1)
+    assert counts.use("young", 10.0, 1)
+    assert counts.use("old", 1.0, 2)  # used lately: now behind "young"
+    counts.expire(5.0)
+    assert len(counts) == 2  # "old" waits behind the live "young" (the issuer calls it stale)
+    counts.expire(11.0)
+    assert len(counts) == 0
+
+
+def test_authenticator_forgets_expired_nonce_counts_within_a_second(tmp_path: Path) -> None:
+    clock = Clock()
+    auth = make_authenticator(tmp_path, clock)
+    lifetime = auth._nonces.lifetime
+    clock.advance(lifetime - 1)
+    nonce_challenge = challenge_of(outcome(auth, register()))
+    assert isinstance(outcome(auth, register(authorization=answer(nonce_challenge))), Authenticated)
+    clock.advance(2)
+    outcome(auth, register())  # any request lets the authenticator tidy up: still live
+    assert len(auth._counts) == 1
+    clock.advance(lifetime - 1)  # the nonce is a second past its lifetime
+    outcome(auth, register())
+    assert len(auth._counts) == 0
+
+
 # -- brute force -----------------------------------------------------------------------
 
 
