@@ -69,6 +69,47 @@ class MemoryLocationStoreTests(SynchronousTestCase):
         self.assertEqual(len(store), 1)
         self.assertEqual(self.successResultOf(store.lookup(ALICE, 50.0)), (long,))
 
+    def test_purge_after_a_refresh_keeps_the_refreshed_binding(self) -> None:
+        store = MemoryLocationStore()
+        first = binding(ALICE, "sip:alice@192.0.2.1", 10.0)
+        refreshed = binding(ALICE, "sip:alice@192.0.2.1", 100.0)
+        self.successResultOf(store.modify(ALICE, lambda current: (first,), 0.0))
+        self.successResultOf(store.modify(ALICE, lambda current: (refreshed,), 5.0))
+        self.assertEqual(self.successResultOf(store.purge(50.0)), 0)
+        self.assertEqual(self.successResultOf(store.lookup(ALICE, 50.0)), (refreshed,))
+        self.assertEqual(self.successResultOf(store.purge(100.0)), 1)
+        self.assertEqual(len(store), 0)
+
+    def test_purge_drops_later_expiries_of_an_aor_at_their_own_time(self) -> None:
+        store = MemoryLocationStore()
+        short = binding(ALICE, "sip:alice@192.0.2.1", 10.0)
+        long = binding(ALICE, "sip:alice@192.0.2.2", 100.0)
+        self.successResultOf(store.modify(ALICE, lambda current: (short, long), 0.0))
+        self.assertEqual(self.successResultOf(store.purge(10.0)), 1)
+        self.assertEqual(self.successResultOf(store.purge(99.0)), 0)
+        self.assertEqual(self.successResultOf(store.purge(100.0)), 1)
+        self.assertEqual(len(store), 0)
+
+    def test_purge_visits_only_the_aors_due(self) -> None:
+        store = MemoryLocationStore()
+        for i in range(100):
+            aor = AddressOfRecord(f"user{i}", "example.com")
+            due = binding(aor, f"sip:user{i}@192.0.2.1", 10.0 if i == 0 else 1000.0)
+            self.successResultOf(store.modify(aor, lambda current, b=due: (b,), 0.0))
+        visited: list[AddressOfRecord] = []
+
+        class Watched(dict[AddressOfRecord, tuple[Binding, ...]]):
+            def get(self, key: AddressOfRecord, default: object = None) -> object:  # type: ignore[override]
+                visited.append(key)
+                return super().get(key, default)
+
+            def __iter__(self):  # type: ignore[no-untyped-def]
+                raise AssertionError("purge swept every AOR")
+
+        store._bindings = Watched(store._bindings)
+        self.assertEqual(self.successResultOf(store.purge(50.0)), 1)
+        self.assertEqual(visited, [AddressOfRecord("user0", "example.com")])
+
     def test_removing_every_binding_forgets_the_aor(self) -> None:
         store = MemoryLocationStore()
         one = binding(ALICE, "sip:alice@192.0.2.1", 100.0)
