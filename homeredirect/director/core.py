@@ -47,7 +47,13 @@ from homeredirect.sip.parser import MessageRejected
 from homeredirect.sip.serialize import serialize
 from homeredirect.sip.uri import SipUri, Uri, unescape
 from homeredirect.transaction.server import ServerTransaction, ServerTransactionTable
-from homeredirect.transport.flows import FlowClosed, IFlow, annotate_via, reply_address
+from homeredirect.transport.flows import (
+    Address,
+    FlowClosed,
+    IFlow,
+    annotate_via,
+    reply_address,
+)
 from homeredirect.transport.sink import IMessageSink
 
 log = FilteredLogger()
@@ -225,12 +231,22 @@ class DirectorCore:
         def send(data: bytes) -> None:
             flow.send(data, destination)
 
-        transaction = self._transactions.create(request, flow, destination)
+        received = request
         try:
             request, in_dialog = self._proxy.own_route(request)
         except SipParseError:
             in_dialog = False
-        context = _RequestContext(request, transaction, top_via, received_at, flow, send)
+        context = _RequestContext(
+            request, top_via, received_at, flow, send, self._transactions, received, destination
+        )
+        self._dispatch(context, in_dialog)
+        # Whatever is still to answer (a lookup, a login, a forwarded request) is answered
+        # through the transaction, which must exist before the reactor reads the request's
+        # retransmissions; a request answered statelessly has none (RFC 3261 §8.2.7).
+        context.hold()
+
+    def _dispatch(self, context: _RequestContext, in_dialog: bool) -> None:
+        request = context.request
         method = request.method
         if method == "CANCEL":
             # §16.10: a CANCEL is answered here and cancels the branches of its INVITE.
@@ -562,7 +578,7 @@ class DirectorCore:
             # Every response in an established security association is signed ([MS-SIPAE]).
             response = context.sign(response)
         if stateless:
-            context.transaction.respond_statelessly(response)
+            context.respond_statelessly(response)
         else:
             context.transaction.respond(response)
 
@@ -598,7 +614,20 @@ def _without_credentials(request: Request) -> bool:
 
 
 class _RequestContext:
+    """One request on its way through the pipeline.
+
+    Its server transaction (RFC 3261 §17.2) is started at first use, or by `hold` once
+    the pipeline has returned: a request answered statelessly (§8.2.7), as a challenge to
+    a client that sent no credentials is, never has one, which saves each such request
+    the transaction's creation and removal.
+    """
+
     __slots__ = (
+        "_answered_statelessly",
+        "_destination",
+        "_received",
+        "_table",
+        "_transaction",
         "flow",
         "identity",
         "received_at",
@@ -606,20 +635,20 @@ class _RequestContext:
         "send",
         "sign",
         "top_via",
-        "transaction",
     )
 
     def __init__(
         self,
         request: Request,
-        transaction: ServerTransaction,
         top_via: str,
         received_at: float,
         flow: IFlow,
         send: Callable[[bytes], None],
+        table: ServerTransactionTable,
+        received: Request,
+        destination: Address | None,
     ) -> None:
         self.request = request
-        self.transaction = transaction
         self.top_via = top_via
         self.received_at = received_at
         self.flow = flow
@@ -627,6 +656,43 @@ class _RequestContext:
         self.sign: Callable[[Response], Response] | None = None
         # Who the client authenticated as (asserted to the home server, RFC 3325).
         self.identity: AddressOfRecord | None = None
+        self._table = table
+        self._received = received  # as it came, before our own Route was taken off
+        self._destination = destination
+        self._transaction: ServerTransaction | None = None
+        self._answered_statelessly = False
+
+    @property
+    def transaction(self) -> ServerTransaction:
+        transaction = self._transaction
+        if transaction is None:
+            transaction = self._transaction = self._table.create(
+                self._received, self.flow, self._destination
+            )
+        return transaction
+
+    def hold(self) -> None:
+        """Start the transaction now unless the request was answered statelessly."""
+        if not self._answered_statelessly:
+            self.transaction  # noqa: B018 - started on first access
+
+    def respond_statelessly(self, response: Response) -> None:
+        """Send a final non-2xx *response* once and keep nothing (§8.2.7): a
+        retransmission of the request is processed as a new request."""
+        self._answered_statelessly = True
+        if self._transaction is not None:
+            self._transaction.respond_statelessly(response)
+            return
+        if not 300 <= response.status < 700:
+            raise ValueError(f"a stateless final response is 300-699, not {response.status}")
+        try:
+            self.flow.send(serialize(response), self._destination)
+        except Exception as error:
+            log.info(
+                "transport failed to send a stateless {status} response: {error}",
+                status=response.status,
+                error=repr(error),
+            )
 
     def upstream(self, request: Request | None = None) -> Upstream:
         return Upstream(

@@ -158,6 +158,27 @@ def test_challenge_without_credentials_keeps_no_transaction(tmp_path: Path) -> N
     assert first.headers.get("WWW-Authenticate") != second.headers.get("WWW-Authenticate")
 
 
+def test_challenge_without_credentials_never_starts_a_transaction(tmp_path: Path) -> None:
+    """Nothing is made for a stateless answer, not even a transaction ended at once."""
+    clock = Clock()
+    core, _, _ = make(tmp_path, clock=clock)
+    table = TABLES[clock]
+    started: list[Request] = []
+    create = table.create
+
+    def counting_create(request: Request, flow: Any, destination: Any) -> Any:
+        started.append(request)
+        return create(request, flow, destination)
+
+    table.create = counting_create  # type: ignore[method-assign]
+    flow = RecordingFlow()
+    core.message_received(request(), flow)
+    assert last(flow).status == 401
+    assert started == []
+    core.message_received(request(method="OPTIONS", to="alice"), flow)  # answered statefully
+    assert len(started) == 1
+
+
 def test_challenge_to_refused_credentials_stays_in_its_transaction(tmp_path: Path) -> None:
     """A challenge that answers credentials (here a nonce we never issued) is kept for
     Timer J, so that a retransmission gets the same 401 back."""
