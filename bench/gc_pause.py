@@ -36,19 +36,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inprocess import InProcessDirector
+from proxy_costs import DOMAIN, HOME, SIPP, home_answer, user_name, write_config
+from proxy_costs import REGISTER as PROXIED
 
-DOMAIN = "example.com"
-HOMES = ("home1.example.com", "home2.example.com", "home3.example.com", "home4.example.com")
 USERS = 10_000
-DIRECTOR = ("127.0.0.1", 5070)
-CLIENT = ("127.0.0.1", 5071)
-HOME = ("127.0.0.1", 5072)
+CLIENT = SIPP
 WINDOW = 50  # requests forwarded before their answers come back (bench/proxy_costs.py)
 TIMER_K = 5.1  # T4 and a little: the client transactions end (RFC 3261 §17.1.2.2)
 TIMER_J = 33.0  # 64*T1 and a little: the server transactions end (§17.2.2)
 
-# bench/register_301.xml's REGISTER (one Via: redirected by the via-count policy), and
-# bench/proxy_register.xml's (a second Via from an edge below it: proxied).
+# bench/register_301.xml's REGISTER (one Via: redirected by the via-count policy); the
+# proxied one is bench/proxy_costs.py's (bench/proxy_register.xml's, a second Via below).
 REDIRECTED = (
     "REGISTER sip:{domain} SIP/2.0\r\n"
     "Via: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK-4242-{n}-0;rport\r\n"
@@ -62,61 +60,10 @@ REDIRECTED = (
     "Content-Length: 0\r\n"
     "\r\n"
 )
-PROXIED = (
-    "REGISTER sip:{domain} SIP/2.0\r\n"
-    "Via: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK-4242-{n}-0\r\n"
-    "Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKedge{n};received=192.0.2.1\r\n"
-    "Max-Forwards: 69\r\n"
-    "From: <sip:{user}@{domain}>;tag=4242SIPpTag00{n}\r\n"
-    "To: <sip:{user}@{domain}>\r\n"
-    "Call-ID: {n}-4242@127.0.0.1\r\n"
-    "CSeq: 1 REGISTER\r\n"
-    "Contact: <sip:{user}@192.0.2.99:5061;transport=tls>\r\n"
-    "Expires: 3600\r\n"
-    "User-Agent: homeredirect-bench\r\n"
-    "Content-Length: 0\r\n"
-    "\r\n"
-)
-_COPIED = (b"Via:", b"From:", b"Call-ID:", b"CSeq:")
 
 
 def _user(n: int) -> str:
-    return f"user{n % USERS + 1:07d}"
-
-
-def _write_config(directory: Path) -> Path:
-    """bench/proxy.py's director: file assignments, via-count, `[proxy] path = "always"`,
-    the home servers at the stand-in HOME over UDP."""
-    assignments = directory / "assignments.csv"
-    assignments.write_text(
-        "user,home_server\n"
-        + "".join(f"{_user(i)}@{DOMAIN},{HOMES[i % len(HOMES)]}\n" for i in range(USERS))
-    )
-    homes = "".join(
-        f'\n[home_servers."{h}"]\nhost = "{HOME[0]}"\nport = {HOME[1]}\ntransport = "udp"\n'
-        for h in HOMES
-    )
-    config = directory / "director.toml"
-    config.write_text(
-        f'[server]\nrole = "director"\nfqdn = "director.example.com"\ndomains = ["{DOMAIN}"]\n'
-        f'\n[[listen]]\ntransport = "udp"\nhost = "{DIRECTOR[0]}"\nport = {DIRECTOR[1]}\n'
-        f'\n[assignments]\nbackend = "file"\npath = "{assignments}"\n'
-        f'\n[policy]\nname = "via-count"\n\n[proxy]\npath = "always"\n'
-        f'\n[log]\nlevel = "error"\n{homes}'
-    )
-    return config
-
-
-def home_answer(forwarded: bytes, n: int) -> bytes:
-    """bench/home_uas.xml's 200 to *forwarded* (as bench/proxy_costs.py builds it)."""
-    lines = forwarded.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
-    copied = [line for line in lines if line.startswith(_COPIED)]
-    to = next(line for line in lines if line.startswith(b"To:"))
-    copied.insert(len(copied) - 2, to + b";tag=home%d" % n)
-    return (
-        b"SIP/2.0 200 OK\r\n" + b"\r\n".join(copied) + b"\r\nExpires: 3600\r\n"
-        b"Content-Length: 0\r\n\r\n"
-    )
+    return user_name(n, USERS)
 
 
 def redirect_batch(director: InProcessDirector, first: int, count: int) -> None:
@@ -231,7 +178,7 @@ def main() -> None:
     )
     args = options.parse_args()
     with tempfile.TemporaryDirectory(prefix="homeredirect-gc-pause-") as tmp:
-        config = _write_config(Path(tmp))
+        config = write_config(Path(tmp), USERS)
         redirecting = InProcessDirector(config)
         proxying = InProcessDirector(config)
     idle = full_pause(args.repeat)

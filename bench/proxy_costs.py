@@ -77,16 +77,16 @@ REGISTER = (
 _COPIED = (b"Via:", b"From:", b"Call-ID:", b"CSeq:")
 
 
-def _user(i: int, users: int) -> str:
+def user_name(i: int, users: int) -> str:
     return f"user{i % users + 1:07d}"
 
 
-def _write_config(directory: Path, users: int) -> Path:
+def write_config(directory: Path, users: int) -> Path:
     """bench/proxy.py's director configuration, the home stand-in at HOME over UDP."""
     assignments = directory / "assignments.csv"
     assignments.write_text(
         "user,home_server\n"
-        + "".join(f"{_user(i, users)}@{DOMAIN},{HOMES[i % len(HOMES)]}\n" for i in range(users))
+        + "".join(f"{user_name(i, users)}@{DOMAIN},{HOMES[i % len(HOMES)]}\n" for i in range(users))
     )
     homes = "".join(
         f'\n[home_servers."{h}"]\nhost = "{HOME[0]}"\nport = {HOME[1]}\ntransport = "udp"\n'
@@ -146,7 +146,7 @@ def one_round(
 ) -> tuple[float, float, float]:
     """CPU seconds per transaction for (request, response, timers)."""
     requests = [
-        REGISTER.format(domain=DOMAIN, n=offset + n, user=_user(offset + n, users)).encode()
+        REGISTER.format(domain=DOMAIN, n=offset + n, user=user_name(offset + n, users)).encode()
         for n in range(count)
     ]
     sent, receive, reactor = director.sent, director.receive, director.reactor
@@ -198,7 +198,7 @@ def main() -> None:
     options.add_argument("--sort", default="tottime", help="pstats order of --profile")
     args = options.parse_args()
     with tempfile.TemporaryDirectory(prefix="homeredirect-proxy-costs-") as tmp:
-        director = Director(_write_config(Path(tmp), args.users))
+        director = Director(write_config(Path(tmp), args.users))
     one_round(director, args.count, 0, args.users, args.window)  # warms caches, untimed
     runs = [
         one_round(director, args.count, run * args.count, args.users, args.window)
