@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -418,11 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             children.stop_all()
     report["load_average_at_end"] = os.getloadavg()
-    harness.RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    path = harness.RESULTS_DIR / f"auth-{stamp}{'-quick' if plan.quick else ''}.json"
-    report["json_path"] = str(path)
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    harness.save_report(report, "auth-", plan.quick)
     print_report(report)
     return 0 if all(passed(r) for r in report["targets"].values()) else 1
 

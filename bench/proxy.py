@@ -51,7 +51,6 @@ means here (both legs are loopback).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
@@ -577,10 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     report["noisy"] = any(harness.disturbed(harness.StepResult(**s)) for s in steps)
     report["load_average_at_end"] = os.getloadavg()
-    harness.RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    path = harness.RESULTS_DIR / f"proxy-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2, default=str))
+    path = harness.save_report(report, "proxy-", False)
     print_report(report)
     print(f"\nFull results: {path}")
     return 0 if ok else 1

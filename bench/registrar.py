@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import socket
 import sqlite3
 import sys
@@ -514,11 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             harness.shutil.rmtree(tmp, ignore_errors=True)
     report["aims"] = {} if plan.quick else aims(report)
     report["machine"]["loadavg_end"] = harness.os.getloadavg()
-    harness.RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    path = harness.RESULTS_DIR / f"registrar-{stamp}{'-quick' if plan.quick else ''}.json"
-    report["json_path"] = str(path)
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    harness.save_report(report, "registrar-", plan.quick)
     print_report(report)
     return exit_code
 

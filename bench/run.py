@@ -1421,6 +1421,17 @@ def make_plan(args: argparse.Namespace) -> Plan:
     return replace(plan, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def save_report(report: dict[str, Any], prefix: str, quick: bool) -> Path:
+    """Write *report* as `results/PREFIXSTAMP[-quick].json`, its own path recorded in it
+    (`json_path`), for every benchmark script."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    path = RESULTS_DIR / f"{prefix}{stamp}{'-quick' if quick else ''}.json"
+    report["json_path"] = str(path)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return path
+
+
 @contextlib.contextmanager
 def workspace(keep: bool) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="homeredirect-bench-"))
@@ -1542,11 +1553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["ratios"] = ratios(report["targets"])
     report["summary"] = {n: summary(r) for n, r in report["targets"].items()}
     report["aims"] = {} if plan.quick else aims(report)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    path = RESULTS_DIR / f"{stamp}{'-quick' if plan.quick else ''}.json"
-    report["json_path"] = str(path)
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    save_report(report, "", plan.quick)
     print_report(report)
     return exit_code
 
