@@ -46,7 +46,11 @@ from homeredirect.sip.message import Message, Request, Response
 from homeredirect.sip.parser import MessageRejected
 from homeredirect.sip.serialize import serialize
 from homeredirect.sip.uri import SipUri, Uri, unescape
-from homeredirect.transaction.server import ServerTransaction, ServerTransactionTable
+from homeredirect.transaction.server import (
+    ServerTransaction,
+    ServerTransactionTable,
+    check_stateless_final,
+)
 from homeredirect.transport.flows import (
     Address,
     FlowClosed,
@@ -683,10 +687,9 @@ class _RequestContext:
         if self._transaction is not None:
             self._transaction.respond_statelessly(response)
             return
-        if not 300 <= response.status < 700:
-            raise ValueError(f"a stateless final response is 300-699, not {response.status}")
+        check_stateless_final(response)
         try:
-            self.flow.send(serialize(response), self._destination)
+            self.send(serialize(response))
         except Exception as error:
             log.info(
                 "transport failed to send a stateless {status} response: {error}",

@@ -48,6 +48,13 @@ from homeredirect.transport.flows import Address, IFlow
 log = FilteredLogger()
 
 
+def check_stateless_final(response: Response) -> None:
+    """A response sent statelessly (RFC 3261 §8.2.7) is final and not a 2xx, which would
+    have to be retransmitted until ACKed (§13.3.1.4): ValueError otherwise."""
+    if not 300 <= response.status < 700:
+        raise ValueError(f"a stateless final response is 300-699, not {response.status}")
+
+
 class State(Enum):
     """The states of RFC 3261 Figures 7 and 8."""
 
@@ -180,8 +187,7 @@ class ServerTransaction(TransactionMachine[State, Input]):
         (a spoofed flood would fill the table). Non-INVITE transactions only: an INVITE's
         final response has to wait for its ACK (§17.2.1).
         """
-        if not 300 <= response.status < 700:
-            raise ValueError(f"a stateless final response is 300-699, not {response.status}")
+        check_stateless_final(response)
         self._request = None
         self._input(Input.STATELESS_FINAL, response)
 
