@@ -110,6 +110,7 @@ def full_pause(repeat: int) -> float:
 def live(director: InProcessDirector) -> tuple[int, int]:
     """Server and client transactions in the director's tables."""
     service = director.service
+    assert service.transactions is not None and service.proxy is not None
     return len(service.transactions), len(service.proxy.clients)
 
 

@@ -28,7 +28,9 @@ from typing import Any
 import ldap
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, inlineCallbacks
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.task import react
+from zope.interface import implementer
 
 from homeredirect.config.assignments import LdapAssignmentsConfig
 from homeredirect.resolve.interfaces import AddressOfRecord
@@ -75,15 +77,16 @@ def run_sync(uri: str, lookups: list[AddressOfRecord]) -> str:
     return summary("sync", 1, latencies, elapsed)
 
 
+@implementer(IReadDescriptor)
 class AsyncLdap:
     """The prototype: one connection, its socket watched by the reactor."""
 
     def __init__(self, uri: str) -> None:
         self.connection = ldap.initialize(uri)
         self.connection.simple_bind_s(READER_DN, SECRET)
-        self._fd = self.connection.fileno()
+        self._fd: int = self.connection.fileno()
         self._waiting: dict[int, tuple[Deferred[Any], list[Any]]] = {}
-        reactor.addReader(self)  # type: ignore[attr-defined]
+        reactor.addReader(self)
 
     def fileno(self) -> int:
         return self._fd
@@ -116,7 +119,7 @@ class AsyncLdap:
                 waiting[1].extend(data or ())
 
     def close(self) -> None:
-        reactor.removeReader(self)  # type: ignore[attr-defined]
+        reactor.removeReader(self)
         self.connection.unbind_s()
 
 

@@ -174,7 +174,7 @@ def measure_rss(backend: str, bindings: int) -> dict[str, Any]:
         pool.stop()
         print(json.dumps(result), flush=True)
 
-    react(main)  # type: ignore[no-untyped-call]
+    react(main)
     return result
 
 
@@ -201,7 +201,7 @@ def main() -> None:
         results.update(await throughput(reactor, args))
 
     try:
-        react(run)  # type: ignore[no-untyped-call]
+        react(run)
     except SystemExit as done:
         if done.code:
             raise

@@ -108,7 +108,9 @@ class Director(InProcessDirector):
 
     def live(self) -> int:
         """Server and client transactions still in the tables."""
-        return len(self.service.transactions) + len(self.service.proxy.clients)
+        service = self.service
+        assert service.transactions is not None and service.proxy is not None
+        return len(service.transactions) + len(service.proxy.clients)
 
 
 def home_answer(forwarded: bytes, n: int) -> bytes:

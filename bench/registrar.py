@@ -32,6 +32,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import shlex
+import shutil
 import socket
 import sqlite3
 import sys
@@ -96,7 +99,7 @@ class HomeTarget(harness.DirectorTarget):
         config = config_dir / "home.toml"
         write_home_config(config, self.port, self.location_toml)
         if self.command_template:
-            argv = harness.shlex.split(self.command_template)
+            argv = shlex.split(self.command_template)
             return [a.replace("{config}", str(config)) for a in argv]
         return [str(self.twistd), "-n", "--pidfile=", "homeredirect", "--config", str(config)]
 
@@ -253,7 +256,7 @@ def measure_rate(
     fixed_seconds: float,
 ) -> dict[str, Any]:
     """Start the home server, check it, search its highest rate, then a fixed load."""
-    out: dict[str, Any] = {"loadavg_before": harness.os.getloadavg()}
+    out: dict[str, Any] = {"loadavg_before": os.getloadavg()}
     harness.log(f"== {target.name}")
     try:
         harness.start_server(children, target, config_dir, plan.users, plan.server_cpu)
@@ -273,7 +276,7 @@ def measure_rate(
         out["fixed_load"] = asdict(fixed)
         assert target.proc is not None
         out["memory_after_load"] = harness.memory_kb(harness.process_tree(target.proc.pid))
-        out["loadavg_after"] = harness.os.getloadavg()
+        out["loadavg_after"] = os.getloadavg()
         return out
     finally:
         harness.stop_server(children, target)
@@ -443,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     fixed_seconds = 2.0 if plan.quick else 10.0
     settle = 0.0 if plan.quick else TIMER_J + 1.0
     with contextlib.suppress(OSError):
-        harness.os.sched_setaffinity(0, {plan.sipp_cpu})
+        os.sched_setaffinity(0, {plan.sipp_cpu})
     stores = [s for s in args.stores.split(",") if s]
     rss_stores = [] if args.no_rss else [s for s in args.rss_stores.split(",") if s]
     for s in {*stores, *rss_stores} - {"memory", "sqlite", "redis"}:
@@ -510,9 +513,9 @@ def main(argv: list[str] | None = None) -> int:
         if options.keep:
             harness.log(f"kept {tmp}")
         else:
-            harness.shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
     report["aims"] = {} if plan.quick else aims(report)
-    report["machine"]["loadavg_end"] = harness.os.getloadavg()
+    report["machine"]["loadavg_end"] = os.getloadavg()
     harness.save_report(report, "registrar-", plan.quick)
     print_report(report)
     return exit_code
