@@ -75,6 +75,7 @@ apt-build:
 
 lint: install
 	$(BIN)/ruff check homeredirect tests examples bench twisted
+	$(BIN)/ruff format --check homeredirect tests examples bench twisted
 
 typecheck: install
 	$(BIN)/mypy

@@ -368,5 +368,3 @@ def _client_tls_factory(config: Config) -> Callable[[str], IOpenSSLClientConnect
     if settings is None:
         return client_tls_creator(ca)
     return client_tls_creator(ca, settings.certificate, settings.private_key)
-
-

@@ -211,12 +211,8 @@ class ListenerConfig:
         validator=Expect("an IPv4 or IPv6 address or a hostname", is_host_text),
     )
     port: int = field(validator=integer(0, 65_535))
-    certificate: Path | None = field(
-        default=None, converter=to_path, validator=PATH, metadata=FILE
-    )
-    private_key: Path | None = field(
-        default=None, converter=to_path, validator=PATH, metadata=FILE
-    )
+    certificate: Path | None = field(default=None, converter=to_path, validator=PATH, metadata=FILE)
+    private_key: Path | None = field(default=None, converter=to_path, validator=PATH, metadata=FILE)
     ca: Path | None = field(default=None, converter=to_path, validator=PATH, metadata=FILE)
     request_client_certificate: bool = field(default=False, validator=BOOLEAN)
     require_client_certificate: bool = field(default=False, validator=BOOLEAN)

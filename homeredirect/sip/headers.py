@@ -64,6 +64,7 @@ COMPACT_FORMS = {
     "y": "Identity",
 }
 
+# fmt: off
 _KNOWN_NAMES = (
     "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
     "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
@@ -76,6 +77,7 @@ _KNOWN_NAMES = (
     "Session-Expires", "Subject", "Supported", "Timestamp", "To", "Unsupported", "User-Agent",
     "Via", "Warning", "WWW-Authenticate",
 )
+# fmt: on
 
 #: lowercase name (long or compact) -> canonical spelling used when we serialize.
 CANONICAL_NAMES: dict[str, str] = {name.lower(): name for name in _KNOWN_NAMES}
@@ -218,7 +220,7 @@ class Via:
 
     @property
     def rport(self) -> str | None:
-        """"" when the client asked for rport (RFC 3581 §4), the filled-in port, or None."""
+        """The empty string when the client asked for rport (RFC 3581 §4), the port, or None."""
         return param_value(self.params, "rport")
 
     @property

@@ -279,11 +279,10 @@ class Request(_CommonFields):
         return parse_small_int(values[0], "Max-Forwards", 255)
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Request)
-            and (self.method, str(self.uri), self.headers, self.body, self.version)
-            == (other.method, str(other.uri), other.headers, other.body, other.version)
-        )
+        if not isinstance(other, Request):
+            return False
+        mine = (self.method, str(self.uri), self.headers, self.body, self.version)
+        return mine == (other.method, str(other.uri), other.headers, other.body, other.version)
 
     def __hash__(self) -> int:
         return hash((self.method, str(self.uri), self.headers, self.body))
@@ -300,11 +299,10 @@ class Response(_CommonFields):
     version: str = "SIP/2.0"
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Response)
-            and (self.status, self.reason, self.headers, self.body, self.version)
-            == (other.status, other.reason, other.headers, other.body, other.version)
-        )
+        if not isinstance(other, Response):
+            return False
+        mine = (self.status, self.reason, self.headers, self.body, self.version)
+        return mine == (other.status, other.reason, other.headers, other.body, other.version)
 
     def __hash__(self) -> int:
         return hash((self.status, self.reason, self.headers, self.body))

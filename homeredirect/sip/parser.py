@@ -80,8 +80,14 @@ class _Head:
     """
 
     __slots__ = (
-        "body_offset", "content_length", "error", "framing_error", "headers", "is_request",
-        "method", "start",
+        "body_offset",
+        "content_length",
+        "error",
+        "framing_error",
+        "headers",
+        "is_request",
+        "method",
+        "start",
     )
 
     def __init__(self) -> None:
@@ -97,9 +103,7 @@ class _Head:
 
 #: One whole header line (RFC 3261 §7.3.1, after unfolding).  Anchored at a line
 #: start, so that ``findall`` cannot pick a field out of the middle of a bad line.
-_HEADER_LINE_RE = re.compile(
-    r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)\r\n", re.M
-)
+_HEADER_LINE_RE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)\r\n", re.M)
 _FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
 
 

@@ -58,9 +58,7 @@ _HEADERS_RE = re.compile(_escaped_run(rf"{_UNRESERVED}\[\]/?:+$=&"))
 #: character of another kind, so giving characters back cannot help, and the
 #: engine no longer tries it at each label's end.  (Only character runs are
 #: possessive: CPython 3.11.2 mismatches ``(?:-++[A-Za-z0-9]++)*+`` here.)
-HOSTNAME = (
-    r"(?:[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*\.)*[A-Za-z][A-Za-z0-9]*+(?:-++[A-Za-z0-9]++)*\.?"
-)
+HOSTNAME = r"(?:[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*\.)*[A-Za-z][A-Za-z0-9]*+(?:-++[A-Za-z0-9]++)*\.?"
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
 #: hostname / IPv4address, IPv4 tried first: it fails at once on a name, while

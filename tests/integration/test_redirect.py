@@ -114,8 +114,10 @@ class RedirectTests(TestCase):
         self.assertEqual(second.to_addr.tag, first.to_addr.tag)
         client.transport.write(register("alice@example.com", via_port=client.port), address)
         third = yield client.next()
-        self.assertEqual(str(parse_contacts(third.headers.get_all("Contact"))[0].uri),
-                         "sip:home9.example.com:5061;transport=tls")
+        self.assertEqual(
+            str(parse_contacts(third.headers.get_all("Contact"))[0].uri),
+            "sip:home9.example.com:5061;transport=tls",
+        )
 
 
 class Ipv6Tests(TestCase):

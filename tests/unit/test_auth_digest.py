@@ -167,7 +167,6 @@ def test_nonce_count_must_increase_and_the_table_is_bounded() -> None:
     assert len(counts) == 2
 
 
-
 def test_expire_forgets_nonces_issued_before_the_cutoff_from_the_least_recent_end() -> None:
     counts = NonceCounts()
     for issued in (1.0, 2.0, 3.0, 4.0):

@@ -116,5 +116,3 @@ def test_sending_on_a_closed_connection_raises_flow_closed() -> None:
     protocol.connectionLost(Failure(ConnectionDone()))
     with pytest.raises(FlowClosed):
         protocol.flow.send(b"x")
-
-
