@@ -88,7 +88,9 @@ def _digest(
         secret = config.nonce_secret_file.read_bytes().strip()
         if len(secret) < 16:
             raise CredentialsFileError(
-                f"{config.nonce_secret_file}: a nonce secret needs at least 16 bytes"
+                f"{config.nonce_secret_file} ([auth].nonce_secret_file): expected a secret of"
+                f" at least 16 bytes (spaces and newlines at the ends do not count),"
+                f" got {len(secret)}"
             )
     else:
         secret = new_secret()

@@ -4,6 +4,7 @@ credentials file and the SIP-side authenticator."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -24,8 +25,11 @@ from homeredirect.auth.cred import DigestChecker, SipIdentityRealm, aor_of_usern
 from homeredirect.auth.credentials_file import CredentialsFileError, read_credentials
 from homeredirect.auth.digest import DigestAlgorithm, expected_response, ha1_for
 from homeredirect.auth.digest_client import answer_challenge
+from homeredirect.auth.factory import build_authenticator
 from homeredirect.auth.limiter import FailureLimiter
 from homeredirect.auth.nonces import NonceCounts, NonceIssuer, NonceState
+from homeredirect.config.auth import AuthConfig
+from homeredirect.config.load import parse_config
 from homeredirect.resolve.interfaces import AddressOfRecord
 from homeredirect.sip.credentials import format_auth_value, parse_auth_value
 from homeredirect.sip.errors import SipParseError
@@ -469,3 +473,119 @@ def test_bounded_brute_force_loop_is_limited_after_max_failures(tmp_path: Path) 
     # Even the right password is refused from that address while the window lasts...
     challenge = challenge_of(outcome(auth, register(), source="192.0.2.99"))
     assert isinstance(outcome(auth, register(authorization=answer(challenge))), Refused)
+
+
+# -- hashed credentials file, end to end ---------------------------------------------------
+
+# H(A1) = H("alice:example.com:wonderland") (RFC 7616 §3.4.2), spelled out rather than
+# computed with the code under test.
+ALICE_HA1 = {
+    "MD5": hashlib.md5(b"alice:example.com:wonderland", usedforsecurity=False).hexdigest(),
+    "SHA-256": hashlib.sha256(b"alice:example.com:wonderland").hexdigest(),
+}
+
+
+def hashed_authenticator(tmp_path: Path, clock: Clock) -> DigestAuthenticator:
+    """An authenticator over a file with the hashed header `user,ha1_md5,ha1_sha256`
+    (no password, no SHA-512-256 column), offering every algorithm."""
+    path = tmp_path / "hashed.csv"
+    path.write_text(
+        f"user,ha1_md5,ha1_sha256\nalice@example.com,{ALICE_HA1['MD5']},{ALICE_HA1['SHA-256']}\n"
+    )
+    accounts = read_credentials(path)
+    return DigestAuthenticator(
+        portal=Portal(SipIdentityRealm(), [DigestChecker(lambda: accounts)]),
+        realm="example.com",
+        algorithms=list(DigestAlgorithm),
+        nonces=NonceIssuer(SECRET, "example.com", clock),
+        limiter=FailureLimiter(clock, max_failures=10, window=60),
+        clock=clock,
+    )
+
+
+def answer_from_ha1(challenge: str, algorithm: str, ha1: str, username: str = "alice") -> str:
+    """An Authorization answering `challenge` as a client holding only H(A1) would, with
+    the response of RFC 7616 §3.4.1 computed here with hashlib."""
+    value = parse_auth_value(challenge, "WWW-Authenticate")
+    digest = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}[algorithm]
+    nonce, opaque = value.get("nonce"), value.get("opaque")
+    assert nonce is not None and opaque is not None
+    ha2 = digest(b"REGISTER:sip:example.com").hexdigest()
+    response = digest(f"{ha1}:{nonce}:00000001:0a4f113b:auth:{ha2}".encode()).hexdigest()
+    return format_auth_value(
+        "Digest",
+        [
+            ("username", username, True),
+            ("realm", "example.com", True),
+            ("nonce", nonce, True),
+            ("uri", "sip:example.com", True),
+            ("response", response, True),
+            ("algorithm", algorithm, False),
+            ("qop", "auth", False),
+            ("nc", "00000001", False),
+            ("cnonce", "0a4f113b", True),
+            ("opaque", opaque, True),
+        ],
+    )
+
+
+@pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
+def test_hashed_credentials_file_authenticates_a_response_from_its_column(
+    tmp_path: Path, algorithm: str
+) -> None:
+    auth = hashed_authenticator(tmp_path, Clock())
+    challenge = challenge_of(outcome(auth, register()), algorithm)
+    credentials = answer_from_ha1(challenge, algorithm, ALICE_HA1[algorithm])
+    result = outcome(auth, register(authorization=credentials))
+    assert result == Authenticated(AddressOfRecord.parse("alice@example.com"))
+
+
+def test_hashed_credentials_file_refuses_the_other_columns_hash_and_a_missing_column(
+    tmp_path: Path,
+) -> None:
+    auth = hashed_authenticator(tmp_path, Clock())
+    # A SHA-256 response keyed with the MD5 column's value is wrong.
+    challenge = challenge_of(outcome(auth, register()), "SHA-256")
+    crossed = answer_from_ha1(challenge, "SHA-256", ALICE_HA1["MD5"])
+    result = outcome(auth, register(authorization=crossed))
+    assert isinstance(result, Challenge) and result.status == 401
+    # No ha1_sha512_256 column: even the right password cannot answer SHA-512-256.
+    challenge = challenge_of(outcome(auth, register()), "SHA-512-256")
+    result = outcome(auth, register(authorization=answer(challenge)))
+    assert isinstance(result, Challenge) and result.status == 401
+
+
+def auth_with_secret(tmp_path: Path, secret: bytes) -> AuthConfig:
+    """`[auth]` through the real loader, Digest from a credentials file, with `secret` as
+    the content of its nonce_secret_file."""
+    (tmp_path / "assignments.csv").write_text("")
+    (tmp_path / "users.csv").write_text("user,password\nalice@example.com,Secret123\n")
+    (tmp_path / "nonce.secret").write_bytes(secret)
+    auth = {"realm": "example.com", "credentials": "users.csv", "nonce_secret_file": "nonce.secret"}
+    data = {
+        "server": {"fqdn": "director.example.com", "domains": ["example.com"]},
+        "listen": [{"transport": "udp"}],
+        "assignments": {"path": "assignments.csv"},
+        "auth": auth,
+    }
+    config = parse_config(data, "director.toml", tmp_path).auth
+    assert config is not None
+    return config
+
+
+@pytest.mark.parametrize("secret", [b"short\n", b"  \n", b" 0123456789abcde \n"])
+def test_a_short_nonce_secret_file_names_the_file_the_key_and_the_length(
+    tmp_path: Path, secret: bytes
+) -> None:
+    auth = auth_with_secret(tmp_path, secret)
+    with pytest.raises(CredentialsFileError) as raised:
+        build_authenticator(auth, Clock())
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'nonce.secret'} ([auth].nonce_secret_file): ")
+    length = len(secret.strip())
+    assert message.endswith(f"(spaces and newlines at the ends do not count), got {length}")
+
+
+def test_a_nonce_secret_file_of_sixteen_bytes_is_taken(tmp_path: Path) -> None:
+    auth = auth_with_secret(tmp_path, b"0123456789abcdef\n")
+    assert isinstance(build_authenticator(auth, Clock()), DigestAuthenticator)

@@ -326,6 +326,81 @@ def test_invalid_values_name_file_key_and_expectation(
     assert error_for(minimal(**tables), base_dir) == message
 
 
+def auth(**keys: Any) -> dict[str, Any]:
+    """A valid Digest `[auth]` table with `keys` replacing or adding keys."""
+    return {"realm": "example.com", "credentials": "users.csv", **keys}
+
+
+def test_valid_auth_table_loads_with_its_values(base_dir: Path) -> None:
+    (base_dir / "users.csv").write_text("")
+    (base_dir / "nonce.secret").write_text("")
+    table = auth(nonce_secret_file="nonce.secret", max_failures=3, failure_window=30)
+    loaded = parse(minimal(auth=table | {"required": True}), base_dir).auth
+    assert loaded is not None
+    assert loaded.nonce_secret_file == base_dir / "nonce.secret"
+    assert (loaded.max_failures, loaded.failure_window, loaded.required) == (3, 30.0, True)
+    assert (loaded.realm, loaded.schemes) == ("example.com", ("digest",))
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            auth(max_failures=0),
+            "director.toml: [auth].max_failures: expected a positive integer, got 0",
+        ),
+        (
+            auth(max_failures="ten"),
+            'director.toml: [auth].max_failures: expected a positive integer, got "ten"',
+        ),
+        (
+            auth(failure_window=-0.5),
+            "director.toml: [auth].failure_window: expected a positive number of seconds, got -0.5",
+        ),
+        (
+            auth(required="yes"),
+            'director.toml: [auth].required: expected true or false, got "yes"',
+        ),
+        (
+            auth(required=1),
+            "director.toml: [auth].required: expected true or false, got 1",
+        ),
+        (
+            auth(realm=""),
+            "director.toml: [auth].realm: expected printable ASCII text without surrounding "
+            'spaces, got ""',
+        ),
+        (
+            auth(schemes=["digest", "basic"]),
+            "director.toml: [auth].schemes[2]: expected one of digest, ntlm, kerberos, once, "
+            'got "basic"',
+        ),
+    ],
+)
+def test_invalid_auth_values_name_file_key_and_expectation(
+    base_dir: Path, table: dict[str, Any], message: str
+) -> None:
+    (base_dir / "users.csv").write_text("")
+    assert error_for(minimal(auth=table), base_dir) == message
+
+
+def test_missing_nonce_secret_file_names_the_key_and_the_resolved_path(base_dir: Path) -> None:
+    (base_dir / "users.csv").write_text("")
+    config_file = base_dir / "director.toml"
+    config_file.write_text(
+        '[server]\nfqdn = "director.example.com"\ndomains = ["example.com"]\n'
+        '[[listen]]\ntransport = "udp"\n[assignments]\npath = "assignments.csv"\n'
+        '[auth]\nrealm = "example.com"\ncredentials = "users.csv"\n'
+        'nonce_secret_file = "secrets/nonce.key"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file)
+    assert str(caught.value) == (
+        f'{config_file}: [auth].nonce_secret_file: expected an existing file, got "secrets/'
+        f'nonce.key" (resolved to {base_dir / "secrets/nonce.key"})'
+    )
+
+
 def test_missing_server_table_is_an_error(base_dir: Path) -> None:
     data = minimal()
     del data["server"]
