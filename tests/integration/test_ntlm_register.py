@@ -172,3 +172,34 @@ class NtlmOnTheWireTests(TestCase):
             dialog.register(ntlm(opaque="DEADBEEF", gssapi_data="TlRMTVNTUAADAAAA"))
         )
         self.assertEqual(response.status, 401)
+
+    @inlineCallbacks
+    def test_a_403_completing_the_handshake_is_signed(self):  # type: ignore[no-untyped-def]
+        """alice's AUTHENTICATE, in a REGISTER for bob, establishes the SA: the 403 for the
+        AOR she does not own is its first signed response ([MS-SIPAE] §3.3.5.3)."""
+        _, initiator, opaque, (_, _, final) = yield self.handshake(aor="bob@example.com")
+        self.assertEqual(final.status, 403)
+        info = parse_auth_value(final.headers.get("Authentication-Info") or "NTLM x=y")
+        self.assertEqual(info.params.get("opaque"), opaque)
+        self.assert_signed(final, initiator, "1")
+
+    @inlineCallbacks
+    def test_a_403_to_a_signed_request_in_the_association_is_signed(self):  # type: ignore[no-untyped-def]
+        """A correctly signed REGISTER for bob in alice's established SA: 403, signed with
+        the SA's next server number."""
+        _, initiator, opaque, (_, _, final) = yield self.handshake()
+        self.assertEqual(final.status, 301)
+        from homeredirect.sip.parser import MessageReceived, parse_datagram
+
+        crand = secrets.token_hex(4).upper()
+        bob = Dialog(self.client.port, "bob@example.com")
+        unsigned = bob.register(ntlm(opaque=opaque, crand=crand, cnum="1", response="00"))
+        event = parse_datagram(unsigned)
+        assert isinstance(event, MessageReceived)
+        text = signature_string(event.message, SignedFields("NTLM", crand, "1", REALM, TARGET), 4)
+        signature = initiator.sign(text, 100).hex()
+        response = yield self.exchange(
+            unsigned.replace(b'response="00"', f'response="{signature}"'.encode())
+        )
+        self.assertEqual(response.status, 403)
+        self.assert_signed(response, initiator, "2")
