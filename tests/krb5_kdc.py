@@ -19,6 +19,10 @@ listens on one free UDP and TCP port on 127.0.0.1 only, and is waited for until 
 in-process acceptors goes there too (`KRB5RCACHEDIR`).
 
 Start one per test class (`setUpClass`) or module: it is cheap, but not free.
+
+`MitKdc.start(directory, inside=net.inside)` runs `krb5kdc` (and `kinit`, which talks to
+it) through a command wrapper, e.g. `ip netns exec` into the network namespace of
+tests/sipe/driver.py, so that clients there reach it on their own loopback.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["KRB5KDC", "MitKdc", "kdc_available"]
@@ -43,6 +47,9 @@ REALM = "SIPTEST.EXAMPLE"
 SERVICE = "sip/director.example.com"
 OTHER_SERVICE = "sip/other.example.com"
 USERS: Mapping[str, str] = {"alice": "wonderland-krb", "bob": "builder-krb"}
+
+Wrapper = Callable[[Sequence[str]], list[str]]
+"""Turns a command line into the one that runs it where the KDC lives."""
 
 _ENVIRONMENT = ("KRB5_CONFIG", "KRB5_KDC_PROFILE", "KRB5RCACHEDIR", "KRB5CCNAME", "KRB5_KTNAME")
 
@@ -71,8 +78,9 @@ def _free_port() -> int:
 class MitKdc:
     """A running `krb5kdc` for `realm`, its files in `directory`."""
 
-    def __init__(self, directory: Path, realm: str, port: int) -> None:
+    def __init__(self, directory: Path, realm: str, port: int, inside: Wrapper = list) -> None:
         self.directory = directory
+        self.inside = inside
         self.realm = realm
         self.port = port
         self.krb5_conf = directory / "krb5.conf"
@@ -87,10 +95,15 @@ class MitKdc:
     # -- life cycle -------------------------------------------------------------
 
     @classmethod
-    def start(cls, directory: Path, realm: str = REALM, timeout: float = 10.0) -> MitKdc:
+    def start(
+        cls, directory: Path, realm: str = REALM, timeout: float = 10.0, inside: Wrapper = list
+    ) -> MitKdc:
         """Create the realm in `directory` (which must exist), start the KDC and return once
-        it issues tickets. Raise RuntimeError (with the KDC's log) if it does not."""
-        kdc = cls(directory.resolve(), realm, _free_port())
+        it issues tickets. Raise RuntimeError (with the KDC's log) if it does not.
+
+        `inside` wraps the command lines of `krb5kdc` and `kinit` (default: as they are).
+        """
+        kdc = cls(directory.resolve(), realm, _free_port(), inside)
         kdc._write_config()
         kdc._create_database()
         kdc._run_kdc(timeout)
@@ -162,7 +175,7 @@ class MitKdc:
         path = ccache or self.directory / f"{user.replace('/', '_')}.ccache"
         name = f"FILE:{path}"
         result = subprocess.run(
-            [KINIT, "-c", name, self.principal(user)],
+            self.inside([KINIT, "-c", name, self.principal(user)]),
             input=(password if password is not None else self.users[user]).encode() + b"\n",
             capture_output=True,
             env=self._tool_environment(),
@@ -244,7 +257,9 @@ class MitKdc:
         log = self.directory / "krb5kdc.stderr"
         with log.open("wb") as stderr:
             self._process = subprocess.Popen(
-                [KRB5KDC, "-n", "-r", self.realm, "-P", str(self.directory / "kdc.pid")],
+                self.inside(
+                    [KRB5KDC, "-n", "-r", self.realm, "-P", str(self.directory / "kdc.pid")]
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,

@@ -56,8 +56,9 @@ def listener(transport: str, port: int) -> str:
     return f'[[listen]]\ntransport = "{transport}"\nhost = "127.0.0.1"\nport = {port}\n{tls}'
 
 
-def director_config(transport: str, port: int, home_port: int) -> str:
-    """A director on *port* that redirects alice to home1 over *transport*."""
+def director_config(transport: str, port: int, home_port: int, auth: str | None = None) -> str:
+    """A director on *port* that redirects alice to home1 over *transport*; *auth* is its
+    [auth] table (default: NTLM, `auth_table`)."""
     return f"""
 [server]
 role = "director"
@@ -72,10 +73,12 @@ path = "assignments.csv"
 [home_servers."{HOME}"]
 transport = "{transport}"
 port = {home_port}
-{auth_table(DIRECTOR)}"""
+{auth if auth is not None else auth_table(DIRECTOR)}"""
 
 
-HOME_CONFIG = f"""
+def home_config(auth: str) -> str:
+    """home1, with TCP and TLS listeners, a memory location service and *auth*."""
+    return f"""
 [server]
 role = "home"
 fqdn = "{HOME}"
@@ -85,7 +88,10 @@ domains = ["example.com"]
 {listener("tls", HOME_TLS)}
 [location]
 backend = "memory"
-{auth_table(HOME)}"""
+{auth}"""
+
+
+HOME_CONFIG = home_config(auth_table(HOME))
 
 
 @attrs.frozen

@@ -182,9 +182,12 @@ class SipeNetwork:
         """*argv* run inside the namespace."""
         return [_tool("ip") or "ip", "netns", "exec", self.namespace, *argv]
 
-    def start_server(self, name: str, config: str) -> None:
+    def start_server(
+        self, name: str, config: str, environment: Mapping[str, str] | None = None
+    ) -> None:
         """Write *config* (TOML) to `<directory>/<name>.toml` and run `twistd -n homeredirect`
-        on it inside the namespace, logging to `<name>.log`."""
+        on it inside the namespace, logging to `<name>.log`; *environment* is added to ours
+        (e.g. KRB5_CONFIG for a Kerberos realm of the test's own)."""
         path = self.directory / f"{name}.toml"
         path.write_text(config)
         log = self.directory / f"{name}.log"
@@ -195,6 +198,7 @@ class SipeNetwork:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **(environment or {})},
                 start_new_session=True,
             )
         self.processes[name] = (process, log)
@@ -231,13 +235,15 @@ class SipeNetwork:
         password: str,
         username: str = "alice@example.com,EXAMPLE\\alice",
         transport: str = "tcp",
+        authentication: str = "ntlm",
         ca_dir: Path | None = None,
         timeout: int = 20,
         linger: int = 0,
         environment: Mapping[str, str] | None = None,
     ) -> ClientResult:
         """Run the driver once inside the namespace, with a fresh libpurple user directory;
-        see purple_driver.c for what the options mean."""
+        see purple_driver.c for what the options mean (*authentication*: pidgin-sipe's
+        "ntlm" or "krb5"); *environment* is added to ours."""
         user_dir = self.directory / f"purple-{secrets.token_hex(4)}"
         user_dir.mkdir()
         argv: list[Any] = [
@@ -247,6 +253,7 @@ class SipeNetwork:
             "--password", password,
             "--server", server,
             "--transport", transport,
+            "--authentication", authentication,
             "--timeout", timeout,
             "--linger", linger,
         ]  # fmt: skip

@@ -4,8 +4,8 @@
  *
  *   purple_driver --user-dir DIR --username 'alice@example.com,EXAMPLE\alice'
  *                 --password PW --server HOST:PORT [--transport tcp|tls]
- *                 [--timeout SECONDS] [--linger SECONDS] [--accept-requests yes|no]
- *                 [--ca-dir DIR] [--plugin-dir DIR]...
+ *                 [--authentication ntlm|krb5] [--timeout SECONDS] [--linger SECONDS]
+ *                 [--accept-requests yes|no] [--ca-dir DIR] [--plugin-dir DIR]...
  *
  * Every event is one JSON object on a line of stdout ({"event": "started" | "progress" |
  * "sipe" | "signed-on" | "error" | "disconnected" | "timeout" | "request" | "done", ...}). Exit status: 0 when the
@@ -16,6 +16,11 @@
  * the NTLM flags and the signature strings it computes) goes to stderr when the environment variable PURPLE_DRIVER_DEBUG is set;
  * the pidgin-sipe lines that mark sign-on's steps (a signature verified or not, a REGISTER
  * response handled, a connection made or dropped) are "sipe" events either way.
+ *
+ * --authentication is pidgin-sipe's own account setting (default ntlm). With krb5 and
+ * Single Sign-On off, pidgin-sipe gets alice's TGT itself from the password
+ * (gss_acquire_cred_with_password for "user@DOMAIN" from the login "DOMAIN\user"), so
+ * the environment only needs KRB5_CONFIG naming the realm's KDC.
  *
  * A question libpurple would ask the user (request UI, e.g. "accept this certificate?")
  * is reported as a "request" event and fails the run (exit 1), unless --accept-requests
@@ -142,13 +147,16 @@ static PurpleEventLoopUiOps eventloop_ops = {
 static gboolean debug_wanted;
 
 /* pidgin-sipe's debug lines that mark the steps of sign-on, reported as "sipe" events so
- * that the test can tell a verified signature from a missing one. */
+ * that the test can tell a verified signature from a missing one, and which Kerberos
+ * principal pidgin-sipe asked the KDC for and why GSS-API failed. */
 static const char *const milestones[] = {
 	"signature of incoming message",
 	"process_register_response:",
 	"message without authentication data",
 	"sip_transport_connected:",
 	"sip_transport_drop:",
+	"sip_sec_acquire_cred__gssapi: username",
+	"sip_sec_gssapi: GSSAPI error",
 	NULL,
 };
 
@@ -302,7 +310,8 @@ static PurpleCoreUiOps core_ops = {
 static void usage(void)
 {
 	fputs("usage: purple_driver --user-dir DIR --username NAME --password PW"
-	      " --server HOST:PORT [--transport tcp|tls] [--timeout S] [--linger S]"
+	      " --server HOST:PORT [--transport tcp|tls] [--authentication ntlm|krb5]"
+	      " [--timeout S] [--linger S]"
 	      " [--accept-requests yes|no] [--ca-dir DIR] [--plugin-dir DIR]...\n",
 	      stderr);
 	exit(3);
@@ -312,6 +321,7 @@ int main(int argc, char **argv)
 {
 	const char *user_dir = NULL, *username = NULL, *password = NULL, *server = NULL;
 	const char *transport = "tcp";
+	const char *authentication = "ntlm";
 	const char *ca_dir = NULL;
 	guint timeout_seconds = 30;
 	GPtrArray *plugin_dirs = g_ptr_array_new();
@@ -338,6 +348,8 @@ int main(int argc, char **argv)
 			server = value;
 		else if (strcmp(name, "--transport") == 0)
 			transport = value;
+		else if (strcmp(name, "--authentication") == 0)
+			authentication = value;
 		else if (strcmp(name, "--timeout") == 0)
 			timeout_seconds = (guint) strtoul(value, NULL, 10);
 		else if (strcmp(name, "--linger") == 0)
@@ -393,7 +405,7 @@ int main(int argc, char **argv)
 	purple_account_set_remember_password(account, FALSE);
 	purple_account_set_string(account, "server", server);
 	purple_account_set_string(account, "transport", transport);
-	purple_account_set_string(account, "authentication", "ntlm");
+	purple_account_set_string(account, "authentication", authentication);
 	purple_account_set_bool(account, "sso", FALSE);
 	purple_accounts_add(account);
 	purple_account_set_enabled(account, UI_ID, TRUE);
