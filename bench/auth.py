@@ -307,6 +307,16 @@ def measure_server(
     return out
 
 
+def call_costs(result: dict[str, Any]) -> list[tuple[int, float]]:
+    """(offered rate, server CPU seconds per completed call) of each passed step of a
+    job's search, its confirming runs included, in order (a Digest call answers twice)."""
+    return [
+        (step["rate"], float(step["server_cpu_seconds"]) / step["successful"])
+        for step in result.get("rate_search", {}).get("steps", [])
+        if step.get("passed") and step.get("successful") and step.get("server_cpu_seconds")
+    ]
+
+
 def cost_ratios(plain: dict[str, Any], digest: dict[str, Any]) -> dict[str, float]:
     """Server CPU per plain REGISTER over server CPU per Digest registration, at each
     offered rate where a step of both jobs passed (the first such step of each).
@@ -318,11 +328,9 @@ def cost_ratios(plain: dict[str, Any], digest: dict[str, Any]) -> dict[str, floa
     """
 
     def cost_by_rate(result: dict[str, Any]) -> dict[int, float]:
-        """Server CPU seconds per completed call (a Digest call answers twice)."""
         costs: dict[int, float] = {}
-        for step in result.get("rate_search", {}).get("steps", []):
-            if step.get("passed") and step.get("successful") and step.get("server_cpu_seconds"):
-                costs.setdefault(step["rate"], step["server_cpu_seconds"] / step["successful"])
+        for rate, cost in call_costs(result):
+            costs.setdefault(rate, cost)
         return costs
 
     plain_costs, digest_costs = cost_by_rate(plain), cost_by_rate(digest)
@@ -330,19 +338,6 @@ def cost_ratios(plain: dict[str, Any], digest: dict[str, Any]) -> dict[str, floa
         str(rate): round(plain_costs[rate] / digest_costs[rate], 3)
         for rate in sorted(plain_costs.keys() & digest_costs.keys())
     }
-
-
-def lowest_call_cost(result: dict[str, Any]) -> float | None:
-    """The least server CPU seconds per completed call in any passed step of a job's
-    search (its confirming run included), or None."""
-    search = result.get("rate_search", {})
-    runs = [*search.get("steps", []), search.get("at_max_rate") or {}]
-    costs = [
-        float(run["server_cpu_seconds"]) / run["successful"]
-        for run in runs
-        if run.get("passed") and run.get("successful") and run.get("server_cpu_seconds")
-    ]
-    return min(costs, default=None)
 
 
 def lowest_cost_ratio(plain: dict[str, Any], digest: dict[str, Any]) -> dict[str, float]:
@@ -355,9 +350,11 @@ def lowest_cost_ratio(plain: dict[str, Any], digest: dict[str, Any]) -> dict[str
     matters where SIPp, not the server, stops a search (Kamailio's plain job here): the
     ratio of rates then overstates the server's, and this does not.
     """
-    plain_cost, digest_cost = lowest_call_cost(plain), lowest_call_cost(digest)
-    if plain_cost is None or digest_cost is None:
+    plain_costs, digest_costs = call_costs(plain), call_costs(digest)
+    if not plain_costs or not digest_costs:
         return {}
+    plain_cost = min(cost for _, cost in plain_costs)
+    digest_cost = min(cost for _, cost in digest_costs)
     return {
         "plain_us": round(plain_cost * 1e6, 1),
         "digest_us": round(digest_cost * 1e6, 1),
