@@ -158,6 +158,13 @@ def assert_signed_on_through_the_redirect(result: ClientResult, home_port: int) 
     assert not result.named("error"), result.summary()
 
 
+def assert_failed_at_the_director(result: ClientResult) -> None:
+    """The client gave up without signing on and never heard of home1."""
+    assert result.status == 1, result.summary()
+    assert not result.named("signed-on")
+    assert not any(HOME in line for line in result.sipe_lines()), result.summary()
+
+
 def test_pidgin_sipe_signs_on_over_tcp(setup: Setup) -> None:
     """NTLM at the director, the signed 301 verified and followed, NTLM at the home server,
     the signed 200 verified, signed on; still connected a second later."""
@@ -205,8 +212,6 @@ def test_wrong_password_fails_at_the_director(setup: Setup) -> None:
         password="not-" + PASSWORD,
         transport="tcp",
     )
-    assert result.status == 1, result.summary()
-    assert not result.named("signed-on")
+    assert_failed_at_the_director(result)
     # PURPLE_CONNECTION_ERROR_AUTHENTICATION_FAILED
     assert [e["reason"] for e in result.named("error")] == ["2"], result.summary()
-    assert not any(HOME in line for line in result.sipe_lines()), result.summary()

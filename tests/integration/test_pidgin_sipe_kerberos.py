@@ -29,6 +29,7 @@ from tests.integration.test_pidgin_sipe import (
     HOME,
     HOME_TCP,
     HOME_TLS,
+    assert_failed_at_the_director,
     assert_signed_on_through_the_redirect,
     director_config,
     has,
@@ -201,9 +202,3 @@ def test_principal_mapping_to_no_address_of_record_is_refused(setup: Setup) -> N
     assert [e["reason"] for e in run.result.named("error")] == ["7"], run.result.summary()
     assert f"alice/admin@{REALM} for sip/{DIRECTOR}@{REALM}" in run.kdc, run.kdc
     assert f"Kerberos principal alice/admin@{REALM} from 127.0.0.1 maps to no" in run.director
-
-
-def assert_failed_at_the_director(result: ClientResult) -> None:
-    assert result.status == 1, result.summary()
-    assert not result.named("signed-on")
-    assert not any(HOME in line for line in result.sipe_lines()), result.summary()
