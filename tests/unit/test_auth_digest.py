@@ -29,12 +29,12 @@ from homeredirect.auth.factory import build_authenticator
 from homeredirect.auth.limiter import FailureLimiter
 from homeredirect.auth.nonces import NonceCounts, NonceIssuer, NonceState
 from homeredirect.config.auth import AuthConfig
-from homeredirect.config.load import parse_config
 from homeredirect.resolve.interfaces import AddressOfRecord
 from homeredirect.sip.credentials import format_auth_value, parse_auth_value
 from homeredirect.sip.errors import SipParseError
 from homeredirect.sip.message import Request
 from homeredirect.sip.parser import MessageReceived, parse_datagram
+from tests.unit import test_sipae_config as sipae_config
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 
@@ -556,21 +556,14 @@ def test_hashed_credentials_file_refuses_the_other_columns_hash_and_a_missing_co
 
 
 def auth_with_secret(tmp_path: Path, secret: bytes) -> AuthConfig:
-    """`[auth]` through the real loader, Digest from a credentials file, with `secret` as
-    the content of its nonce_secret_file."""
-    (tmp_path / "assignments.csv").write_text("")
-    (tmp_path / "users.csv").write_text("user,password\nalice@example.com,Secret123\n")
+    """`[auth]` through the real loader (test_sipae_config's configuration), Digest from
+    its users.csv, with `secret` as the content of its nonce_secret_file."""
     (tmp_path / "nonce.secret").write_bytes(secret)
-    auth = {"realm": "example.com", "credentials": "users.csv", "nonce_secret_file": "nonce.secret"}
-    data = {
-        "server": {"fqdn": "director.example.com", "domains": ["example.com"]},
-        "listen": [{"transport": "udp"}],
-        "assignments": {"path": "assignments.csv"},
-        "auth": auth,
-    }
-    config = parse_config(data, "director.toml", tmp_path).auth
-    assert config is not None
-    return config
+    auth: AuthConfig | None = sipae_config.config(
+        tmp_path, credentials="users.csv", nonce_secret_file="nonce.secret"
+    ).auth
+    assert auth is not None
+    return auth
 
 
 @pytest.mark.parametrize("secret", [b"short\n", b"  \n", b" 0123456789abcde \n"])
