@@ -26,27 +26,58 @@ SIPP = shutil.which("sipp")
 USERS = {"alice": "wonderland", "bob": "builder"}
 
 
-def auth_config(directory: Path, algorithms: list[str] | None = None) -> dict[str, Any]:
+def write_users(directory: Path) -> None:
+    """`USERS` as the credentials file `users.csv` in `directory`."""
     (directory / "users.csv").write_text(
         "user,password\n" + "".join(f"{u}@example.com,{p}\n" for u, p in USERS.items())
     )
-    config = director_config(directory, transports=("udp",))
-    config["auth"] = {
+
+
+def auth_table(algorithms: list[str] | None = None) -> dict[str, Any]:
+    """`[auth]`: Digest required in example.com, with `write_users`' credentials file."""
+    return {
         "required": True,
         "realm": "example.com",
         "credentials": "users.csv",
         **({"algorithms": algorithms} if algorithms else {}),
     }
+
+
+def auth_config(directory: Path, algorithms: list[str] | None = None) -> dict[str, Any]:
+    write_users(directory)
+    config = director_config(directory, transports=("udp",))
+    config["auth"] = auth_table(algorithms)
     return config
 
 
-def with_authorization(message: bytes, authorization: str) -> bytes:
-    """The retry of `message` with credentials: a new transaction (new branch), same
-    Call-ID, next CSeq (RFC 3261 §22.2)."""
+def with_authorization(
+    message: bytes, authorization: str, cseq: int = 2, header: str = "Authorization"
+) -> bytes:
+    """The retry of `message` (CSeq 1) with credentials in `header`: a new transaction
+    (new branch), same Call-ID, CSeq `cseq` (RFC 3261 §22.2)."""
     retry = re.sub(rb"branch=[^;\r]+", b"branch=z9hG4bK" + secrets.token_hex(6).encode(), message)
-    return retry.replace(b"CSeq: 1 ", b"CSeq: 2 ").replace(
-        b"Content-Length: 0", f"Authorization: {authorization}\r\nContent-Length: 0".encode()
+    return retry.replace(b"CSeq: 1 ", f"CSeq: {cseq} ".encode()).replace(
+        b"Content-Length: 0", f"{header}: {authorization}\r\nContent-Length: 0".encode()
     )
+
+
+def sha256_challenge(challenge: Response) -> str:
+    """The `WWW-Authenticate` value of `challenge` offering SHA-256."""
+    (value,) = [v for v in challenge.headers.get_all("WWW-Authenticate") if "SHA-256" in v]
+    return value
+
+
+def answered(message: bytes, challenge: Response, user: str, password: str) -> bytes:
+    """The retry of `message` (a REGISTER for sip:example.com) with `user`'s answer to the
+    SHA-256 challenge of `challenge`."""
+    answer = answer_challenge(
+        parse_auth_value(sha256_challenge(challenge), "WWW-Authenticate"),
+        method="REGISTER",
+        uri="sip:example.com",
+        username=user,
+        password=password,
+    )
+    return with_authorization(message, answer)
 
 
 class DigestOnTheWireTests(TestCase):
@@ -70,15 +101,7 @@ class DigestOnTheWireTests(TestCase):
         self.send(message)
         challenge = yield self.client.next()
         assert isinstance(challenge, Response) and challenge.status == 401
-        value = challenge.headers.get_all("WWW-Authenticate")[1]  # SHA-256
-        answer = answer_challenge(
-            parse_auth_value(value, "WWW-Authenticate"),
-            method="REGISTER",
-            uri="sip:example.com",
-            username=user,
-            password=password,
-        )
-        self.send(with_authorization(message, answer))
+        self.send(answered(message, challenge, user, password))
         response = yield self.client.next()
         return challenge, response
 

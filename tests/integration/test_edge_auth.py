@@ -8,7 +8,6 @@ authenticated as the owner of the AOR (issue 7)."""
 from __future__ import annotations
 
 import re
-import secrets
 from typing import Any
 
 from twisted.internet import reactor
@@ -19,12 +18,9 @@ from homeredirect.service import HomeRedirectService
 from homeredirect.sip.credentials import parse_auth_value
 from homeredirect.sip.message import Request, Response
 from tests.integration.support import register, start_director, udp_client
+from tests.integration.test_auth import USERS, auth_table, with_authorization, write_users
 from tests.integration.test_edge import _Deployment, udp_port
 from tests.integration.test_proxy import HomeStandIn
-
-USERS = "user,password\nalice@example.com,wonderland\nbob@example.com,builder\n"
-AUTH = {"required": True, "realm": "example.com", "credentials": "users.csv"}
-PASSWORDS = {"alice": "wonderland", "bob": "builder"}
 
 
 def message(sender: str, to: str, via_port: int) -> bytes:
@@ -32,15 +28,6 @@ def message(sender: str, to: str, via_port: int) -> bytes:
     text = register(f"{sender}@example.com", via_port=via_port, method="MESSAGE").decode()
     text = text.replace("MESSAGE sip:example.com", f"MESSAGE sip:{to}@example.com", 1)
     return text.replace(f"To: <sip:{sender}@", f"To: <sip:{to}@", 1).encode()
-
-
-def with_credentials(data: bytes, header: str, value: str) -> bytes:
-    """The retry of `data` with credentials in `header`: a new transaction (new branch),
-    same Call-ID, next CSeq (RFC 3261 §22.2)."""
-    retry = re.sub(rb"branch=[^;\r]+", b"branch=z9hG4bK" + secrets.token_hex(6).encode(), data)
-    return retry.replace(b"CSeq: 1 ", b"CSeq: 2 ").replace(
-        b"Content-Length: 0", f"{header}: {value}\r\nContent-Length: 0".encode()
-    )
 
 
 def without_nonce(values: list[str]) -> list[str]:
@@ -59,8 +46,8 @@ class EdgeDigestTests(_Deployment):
     def start(self, config: dict[str, Any]) -> HomeRedirectService:
         """`_Deployment.start` with `[auth]` and its credentials file."""
         directory = self.directory()
-        (directory / "users.csv").write_text(USERS)
-        service = start_director(directory, {**config, "auth": AUTH})
+        write_users(directory)
+        service = start_director(directory, {**config, "auth": auth_table()})
         self.addCleanup(service.stopService)
         return service
 
@@ -83,10 +70,10 @@ class EdgeDigestTests(_Deployment):
             method=method.decode(),
             uri=uri.decode(),
             username=user,
-            password=password or PASSWORDS.get(user, "whatever"),
+            password=password or USERS.get(user, "whatever"),
         )
         header = "Proxy-Authorization" if challenge.status == 407 else "Authorization"
-        return challenge, with_credentials(data, header, answer)
+        return challenge, with_authorization(data, answer, header=header)
 
     @inlineCallbacks
     def authenticated(  # type: ignore[no-untyped-def]

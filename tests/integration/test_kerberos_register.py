@@ -8,7 +8,6 @@ One KDC serves the whole module (`setUpModule`)."""
 
 from __future__ import annotations
 
-import re
 import secrets
 from base64 import b64encode
 from pathlib import Path
@@ -41,6 +40,7 @@ from homeredirect.sip.credentials import AuthValue, parse_auth_value
 from homeredirect.sip.message import Request, Response
 from homeredirect.sip.parser import MessageReceived, parse_datagram
 from tests.integration.support import director_config, register, start_director, udp_client
+from tests.integration.test_auth import with_authorization
 from tests.krb5_kdc import MitKdc, kdc_available
 
 pytestmark = pytest.mark.skipif(
@@ -233,14 +233,6 @@ class KerberosAuthenticatorTests(TestCase):
         assert isinstance(outcome, Authenticated)
         self.assertEqual(str(outcome.aor), "alice@example.com")
         self.assertIsNotNone(outcome.sign)
-
-
-def with_authorization(message: bytes, authorization: str, cseq: int = 2) -> bytes:
-    """The retry of `message` in a new transaction: new branch, same Call-ID, next CSeq."""
-    retry = re.sub(rb"branch=[^;\r]+", b"branch=z9hG4bK" + secrets.token_hex(6).encode(), message)
-    return retry.replace(b"CSeq: 1 ", f"CSeq: {cseq} ".encode()).replace(
-        b"Content-Length: 0", f"Authorization: {authorization}\r\nContent-Length: 0".encode()
-    )
 
 
 def kerberos_authorization(token: bytes | str, **extra: str) -> str:

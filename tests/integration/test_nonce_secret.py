@@ -17,12 +17,10 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from homeredirect.auth.digest_client import answer_challenge
 from homeredirect.service import HomeRedirectService
-from homeredirect.sip.credentials import parse_auth_value
 from homeredirect.sip.message import Message, Response
 from tests.integration.support import register, start_director, udp_client
-from tests.integration.test_auth import USERS, auth_config, with_authorization
+from tests.integration.test_auth import USERS, answered, auth_config, sha256_challenge
 
 
 def nonce_of(challenge: Response) -> str:
@@ -30,11 +28,6 @@ def nonce_of(challenge: Response) -> str:
     match = re.search(r'nonce="([^"]+)"', sha256_challenge(challenge))
     assert match is not None, challenge
     return match[1]
-
-
-def sha256_challenge(challenge: Response) -> str:
-    (value,) = [v for v in challenge.headers.get_all("WWW-Authenticate") if "SHA-256" in v]
-    return value
 
 
 def assert_fresh_challenge(response: Message | bytes, old_nonce: str) -> Response:
@@ -84,14 +77,7 @@ class SharedNonceSecretTests(TestCase):
         self.send(message, service)
         challenge = yield self.client.next()
         assert isinstance(challenge, Response) and challenge.status == 401, challenge
-        answer = answer_challenge(
-            parse_auth_value(sha256_challenge(challenge), "WWW-Authenticate"),
-            method="REGISTER",
-            uri="sip:example.com",
-            username="alice",
-            password=USERS["alice"],
-        )
-        return challenge, with_authorization(message, answer)
+        return challenge, answered(message, challenge, "alice", USERS["alice"])
 
     def assert_redirected(self, response: Message | bytes) -> None:
         assert isinstance(response, Response), response
